@@ -1,0 +1,17 @@
+"""Errors that main.py reports as one clear message and a non-zero exit."""
+
+
+class DMMLError(Exception):
+    """Base class: the message says what is wrong and what to do."""
+
+
+class ConfigError(DMMLError):
+    """A config file, key or value is not what was expected."""
+
+
+class DataError(DMMLError):
+    """A dataset, its files or a tool needed to build it is missing or broken."""
+
+
+class WeightsError(DMMLError):
+    """Pretrained weights are missing, unreadable or unsafe."""
