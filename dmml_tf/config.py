@@ -1,0 +1,218 @@
+"""One typed config: YAML -> frozen dataclasses that hold every default.
+
+Unknown keys and wrongly typed values are rejected with the key's full path, so a typo
+never silently falls back to a default. `--set section.key=value` overrides go through
+the same checks. The resolved config is saved beside every run and export.
+"""
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+
+import yaml
+
+from dmml_tf.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "emoji_styles"
+    image_size: int = 64
+    test_fraction: float = 0.5
+    classes_per_batch: int = 16
+    images_per_class: int = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = "mobilenet_v2"
+    weights: str | None = "torchvision"
+    embedding_dim: int = 128
+    # Backbone BatchNorm in inference mode (frozen statistics, gamma/beta trained).
+    freeze_batchnorm: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class CohortConfig:
+    members: int = 2
+    model_diversity: bool = True
+    temporal_diversity: bool = True
+    view_diversity: bool = True
+    mutual: bool = True
+    ema_decay: float = 0.99
+    ema_every: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    margin: float = 0.2
+    mining: str = "semi_hard"
+    relational_weight: float = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewsConfig:
+    # Each entry: {LayerName: {argument: value}}; see dmml_tf/data/views.py.
+    policy: tuple = (
+        {"RandomResizedCrop": {"scale": [0.5, 1.0]}},
+        {"RandomColorJitter": {"value_range": [0, 255], "brightness_factor": 0.2,
+                               "contrast_factor": 0.2, "saturation_factor": [0.4, 0.6]}},
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 5
+    learning_rate: float = 1e-4
+    # Stop each epoch after this many steps (0: a full pass); for smoke runs.
+    max_steps_per_epoch: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    recall_at: tuple = (1, 2, 4, 8)
+    backend: str = "scann"
+    batch_size: int = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    directory: str = "saved_models"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    seed: int = 0
+    run_directory: str = "runs"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    cohort: CohortConfig = CohortConfig()
+    loss: LossConfig = LossConfig()
+    views: ViewsConfig = ViewsConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    export: ExportConfig = ExportConfig()
+
+
+def _check_value(key, value, annotation):
+    """Return `value` converted to `annotation`, or raise a ConfigError naming `key`."""
+    options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    if value is None and type(None) in options:
+        return None
+    for option in options:
+        if option is bool and isinstance(value, bool):
+            return value
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if option is str and isinstance(value, str):
+            return value
+        if option is tuple and isinstance(value, (list, tuple)):
+            return tuple(value)
+    names = " or ".join("null" if o is type(None) else o.__name__ for o in options)
+    raise ConfigError(f"Config key `{key}` expects {names}. Received: {key}={value!r}")
+
+
+def _build(cls, values, prefix=""):
+    if not isinstance(values, dict):
+        raise ConfigError(f"Config section `{prefix or 'top level'}` must be a mapping. "
+                          f"Received: {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        key = f"{prefix}{unknown[0]}"
+        raise ConfigError(f"Unknown config key `{key}`. Known keys in this section: "
+                          f"{', '.join(sorted(fields))}. Received: {key}")
+    kwargs = {}
+    for name, value in values.items():
+        field_type = typing.get_type_hints(cls)[name]
+        if dataclasses.is_dataclass(field_type):
+            kwargs[name] = _build(field_type, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _check_value(f"{prefix}{name}", value, field_type)
+    return cls(**kwargs)
+
+
+def _validate(config):
+    positive = {
+        "data.image_size": config.data.image_size,
+        "data.classes_per_batch": config.data.classes_per_batch,
+        "data.images_per_class": config.data.images_per_class,
+        "model.embedding_dim": config.model.embedding_dim,
+        "cohort.members": config.cohort.members,
+        "cohort.ema_every": config.cohort.ema_every,
+        "train.epochs": config.train.epochs,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"Config key `{key}` must be at least 1. Received: {key}={value}")
+    if config.data.images_per_class < 2:
+        raise ConfigError("Config key `data.images_per_class` must be at least 2 (a triplet "
+                          f"needs a positive). Received: {config.data.images_per_class}")
+    if not 0.0 < config.data.test_fraction < 1.0:
+        raise ConfigError("Config key `data.test_fraction` must be in (0, 1). "
+                          f"Received: data.test_fraction={config.data.test_fraction}")
+    if not 0.0 <= config.cohort.ema_decay < 1.0:
+        raise ConfigError("Config key `cohort.ema_decay` must be in [0, 1). "
+                          f"Received: cohort.ema_decay={config.cohort.ema_decay}")
+    if config.loss.mining != "semi_hard":
+        raise ConfigError("Config key `loss.mining` supports: semi_hard. "
+                          f"Received: loss.mining={config.loss.mining!r}")
+    if any(not isinstance(k, int) or k < 1 for k in config.evaluate.recall_at):
+        raise ConfigError("Config key `evaluate.recall_at` must list positive integers. "
+                          f"Received: {config.evaluate.recall_at}")
+
+
+def _set_nested(values, dotted_key, value):
+    *sections, last = dotted_key.split(".")
+    node = values
+    for section in sections:
+        node = node.setdefault(section, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"Override `{dotted_key}`: `{section}` is not a section.")
+    node[last] = value
+
+
+def load_config(path=None, overrides=()):
+    """Build a `Config` from a YAML file and `section.key=value` overrides.
+
+    Args:
+        path: str or Path or None. YAML file; `None` uses the defaults.
+        overrides: iterable of str. Each `section.key=value`, the value parsed as YAML.
+    """
+    values = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"Config file not found: {path}")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"Config file {path} is not valid YAML: {error}") from None
+    for override in overrides:
+        key, sep, raw = override.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"Override must look like section.key=value. Received: {override!r}")
+        _set_nested(values, key.strip(), yaml.safe_load(raw))
+    config = _build(Config, values)
+    _validate(config)
+    return config
+
+
+def config_to_dict(config):
+    """Plain nested dict (tuples as lists), suitable for YAML and JSON."""
+    def plain(value):
+        if isinstance(value, (tuple, list)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+    return plain(dataclasses.asdict(config))
+
+
+def save_config(config, path):
+    """Write the resolved config as YAML to `path`."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))

@@ -1,0 +1,214 @@
+"""The DM2 model: a cohort of members that teach each other and their EMA shadows.
+
+Diversified Mutual Metric Learning (Park et al., arXiv 2009.04170), as DESIGN.md §1
+defines it. Each training step:
+
+1. views: every network (member or shadow) gets its own augmented view of the batch;
+2. forward: members in training mode, shadows in inference mode (never differentiated);
+3. losses: per member, triplet loss on its embeddings plus lambda times the mean
+   relational distance loss towards each of its teachers (its peers and all shadows);
+4. one optimizer step for all members;
+5. shadows move towards their members by an exponential moving average.
+"""
+
+import keras
+import tensorflow as tf
+
+from dmml_tf.losses.relational import relational_distance_loss
+from dmml_tf.losses.triplet import triplet_semi_hard_loss
+from dmml_tf.models.embedder import ensemble
+
+
+def make_shadow(member):
+    """A copy of `member` with the same weights, never trained by gradients."""
+    shadow = keras.models.clone_model(member)
+    shadow.set_weights(member.get_weights())
+    shadow.trainable = False
+    return shadow
+
+
+def gather_global(value):
+    """Concatenate `value` from all replicas (differentiably); identity on one device."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    return context.all_gather(value, axis=0)
+
+
+@keras.saving.register_keras_serializable(package="dmml_tf")
+class DM2Model(keras.Model):
+    """Diversified Mutual Metric Learning for a cohort of embedding models.
+
+    Args:
+        members: list of keras.Model. Embedders mapping images in [0, 255] to unit-length
+            vectors; each gets an EMA shadow with the same architecture.
+        views: list of keras layers or None. Augmentation per network: members first,
+            then shadows (length 2 * len(members)); each must accept `training=`.
+            `None` means no augmentation. Defaults to `None`.
+        margin: float. Triplet margin. Defaults to `0.2`.
+        relational_weight: float. lambda, the weight of the relational loss.
+            Defaults to `1.0`.
+        model_diversity: bool. Peers teach each member. Defaults to `True`.
+        temporal_diversity: bool. Shadows teach each member. Defaults to `True`.
+        view_diversity: bool. Each network sees its own view; off, all see the first
+            network's view. Defaults to `True`.
+        mutual: bool. Use the relational loss at all; off, members train independently
+            (the baseline). Defaults to `True`.
+        ema_decay: float. tau of the shadows' moving average. Defaults to `0.999`.
+        ema_every: int. Update the shadows every this many steps. Defaults to `1`.
+
+    Example:
+    ```python
+    members = [build_embedder(build_backbone("tiny_cnn", None, 32), 16, seed=s) for s in (0, 1)]
+    model = DM2Model(members, relational_weight=10.0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.fit(class_balanced_dataset(images, labels, 8, 4, seed=0), steps_per_epoch=10)
+    ```
+    """
+
+    def __init__(self, members, views=None, margin=0.2, relational_weight=1.0,
+                 model_diversity=True, temporal_diversity=True, view_diversity=True,
+                 mutual=True, ema_decay=0.999, ema_every=1, **kwargs):
+        super().__init__(**kwargs)
+        self.members = list(members)
+        self.shadows = [make_shadow(member) for member in self.members]
+        networks = 2 * len(self.members)
+        self.views = list(views) if views is not None else [keras.layers.Identity()] * networks
+        if len(self.views) != networks:
+            raise ValueError(f"`views` needs one entry per network ({networks}). "
+                             f"Received: len(views)={len(self.views)}")
+        self.margin = margin
+        self.relational_weight = relational_weight
+        self.model_diversity = model_diversity
+        self.temporal_diversity = temporal_diversity
+        self.view_diversity = view_diversity
+        self.mutual = mutual
+        self.ema_decay = ema_decay
+        self.ema_every = ema_every
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.term_trackers = {
+            f"member{m}_{term}": keras.metrics.Mean(name=f"member{m}_{term}")
+            for m in range(len(self.members)) for term in ("triplet", "relational")
+        }
+
+    def build(self, input_shape=None):
+        # Members, shadows and views are built when constructed.
+        self.built = True
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, *self.term_trackers.values()]
+
+    def call(self, images, training=False):
+        """The online ensemble's embedding of `images`."""
+        outputs = [member(images, training=training) for member in self.members]
+        joined = tf.concat(outputs, axis=-1)
+        return tf.math.l2_normalize(joined, axis=-1)
+
+    def networks(self):
+        """Every network and ensemble by name, for evaluation and export."""
+        named = {f"member{m}": member for m, member in enumerate(self.members)}
+        named |= {f"shadow{m}": shadow for m, shadow in enumerate(self.shadows)}
+        named["ensemble"] = ensemble(self.members, name="ensemble")
+        named["shadow_ensemble"] = ensemble(self.shadows, name="shadow_ensemble")
+        return named
+
+    def make_views(self, images):
+        """One augmented view per network (members, then shadows)."""
+        if not self.view_diversity:
+            return [self.views[0](images, training=True)] * len(self.views)
+        return [view(images, training=True) for view in self.views]
+
+    def teachers(self, m, member_embeddings, shadow_embeddings):
+        """Teachers of member m: its peers (model diversity) and all shadows (temporal);
+        none when `mutual` is off."""
+        if not self.mutual:
+            return []
+        peers = [z for n, z in enumerate(member_embeddings) if n != m]
+        return (peers if self.model_diversity else []) + list(shadow_embeddings)
+
+    def cohort_losses(self, labels, member_embeddings, shadow_embeddings):
+        """Total loss and each member's terms, on the global batch."""
+        terms = {}
+        for m, z in enumerate(member_embeddings):
+            terms[f"member{m}_triplet"] = triplet_semi_hard_loss(labels, z, self.margin)
+            teachers = self.teachers(m, member_embeddings, shadow_embeddings)
+            relational = [relational_distance_loss(z, teacher) for teacher in teachers]
+            terms[f"member{m}_relational"] = tf.reduce_mean(relational) if relational else 0.0
+        total = sum(terms[f"member{m}_triplet"] + self.relational_weight * terms[f"member{m}_relational"]
+                    for m in range(len(member_embeddings)))
+        return total, terms
+
+    def train_step(self, data):
+        images, labels = data
+        views = self.make_views(images)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        labels = gather_global(labels)
+
+        # Shadows teach only; skip their forward pass when nobody listens.
+        shadow_embeddings = []
+        if self.mutual and self.temporal_diversity:
+            shadow_embeddings = [gather_global(tf.stop_gradient(shadow(view, training=False)))
+                                 for shadow, view in zip(self.shadows, views[len(self.members):])]
+        with tf.GradientTape() as tape:
+            member_embeddings = [gather_global(member(view, training=True))
+                                 for member, view in zip(self.members, views)]
+            total, terms = self.cohort_losses(labels, member_embeddings, shadow_embeddings)
+            # Every replica computes the global loss; the optimizer sums their gradients.
+            scaled = total / replicas
+
+        gradients = tape.gradient(scaled, self.trainable_weights)
+        self.optimizer.apply(gradients, self.trainable_weights)
+        self.update_shadows()
+
+        self.loss_tracker.update_state(total)
+        for name, value in terms.items():
+            self.term_trackers[name].update_state(value)
+        return {metric.name: metric.result() for metric in self.metrics}
+
+    def shadow_decay(self):
+        """tau_t = min(tau, (1 + t) / (10 + t)) with t counting shadow updates; 1 (no
+        change) on the steps between updates when `ema_every` > 1."""
+        step = tf.cast(self.optimizer.iterations, "float32")
+        updates = tf.floor(step / self.ema_every)
+        decay = tf.minimum(self.ema_decay, (1.0 + updates) / (10.0 + updates))
+        due = tf.equal(tf.math.floormod(step, self.ema_every), 0.0)
+        return tf.where(due, decay, 1.0)
+
+    def update_shadows(self):
+        """theta_shadow <- tau * theta_shadow + (1 - tau) * theta_member, for every weight
+        (BatchNorm statistics included), on every replica alike."""
+        decay = self.shadow_decay()
+        pairs = [(shadow_weight.value, member_weight.value)
+                 for member, shadow in zip(self.members, self.shadows)
+                 for member_weight, shadow_weight in zip(member.weights, shadow.weights)]
+
+        def move(shadow_weight, member_weight):
+            return shadow_weight.assign(decay * shadow_weight + (1.0 - decay) * member_weight)
+
+        def update_all(strategy):
+            for shadow_weight, member_weight in pairs:
+                strategy.extended.update(shadow_weight, move, args=(member_weight,), group=False)
+
+        tf.distribute.get_replica_context().merge_call(update_all)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "members": [keras.saving.serialize_keras_object(m) for m in self.members],
+            "views": [keras.saving.serialize_keras_object(v) for v in self.views],
+            "margin": self.margin,
+            "relational_weight": self.relational_weight,
+            "model_diversity": self.model_diversity,
+            "temporal_diversity": self.temporal_diversity,
+            "view_diversity": self.view_diversity,
+            "mutual": self.mutual,
+            "ema_decay": self.ema_decay,
+            "ema_every": self.ema_every,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config["members"] = [keras.saving.deserialize_keras_object(m) for m in config["members"]]
+        config["views"] = [keras.saving.deserialize_keras_object(v) for v in config["views"]]
+        return cls(**config)
