@@ -22,6 +22,8 @@ class DataConfig:
     test_fraction: float = 0.5
     classes_per_batch: int = 16
     images_per_class: int = 4
+    # Use only this many classes (0: all); for smoke runs.
+    max_classes: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,129 @@
+"""dmml_tf: train a DM2 cohort, evaluate it with ScaNN Recall@K, export SavedModels.
+
+    python main.py                                   # emoji_styles, the embedded default
+    python main.py --config configs/emoji_styles.yaml --set loss.relational_weight=20
+    python main.py --smoke                           # a tiny run, for tests
+
+Writes `<run_directory>/<dataset>/` (resolved config, checkpoint, metrics) and
+`<export.directory>/<dataset>/<network>/<version>/` (TF Serving SavedModels).
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from dmml_tf.errors import DMMLError  # noqa: E402  (after the log-level setting)
+
+CONFIGS = Path(__file__).parent / "configs"
+SMOKE_OVERRIDES = (
+    "data.max_classes=24", "data.image_size=32", "data.classes_per_batch=4",
+    "train.epochs=1", "train.max_steps_per_epoch=2", "evaluate.recall_at=[1,2]",
+)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", help="dataset name; selects configs/<dataset>.yaml")
+    parser.add_argument("--config", type=Path, help="YAML config (default: the dataset's)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="SECTION.KEY=VALUE", help="override one config value")
+    parser.add_argument("--smoke", action="store_true", help="a tiny, quick run for tests")
+    return parser.parse_args(argv)
+
+
+def resolve_config(args):
+    from dmml_tf.config import load_config
+
+    dataset = args.dataset or "emoji_styles"
+    path = args.config or CONFIGS / f"{dataset}.yaml"
+    overrides = [*(SMOKE_OVERRIDES if args.smoke else ()), *args.overrides]
+    if args.dataset:
+        overrides.insert(0, f"data.dataset={args.dataset}")
+    return load_config(path if path.is_file() or args.config else None, overrides)
+
+
+def run(config):
+    import keras
+    import tensorflow as tf
+
+    from dmml_tf.config import config_to_dict, save_config
+    from dmml_tf.data.registry import load_dataset
+    from dmml_tf.data.sampler import class_balanced_dataset, steps_per_epoch
+    from dmml_tf.export import export_embedder
+    from dmml_tf.models.backbones import build_backbone
+    from dmml_tf.models.embedder import pooled_features
+    from dmml_tf.retrieval.evaluate import evaluate_networks, results_table
+    from dmml_tf.training.cohort import build_cohort
+
+    started = time.time()
+    keras.utils.set_random_seed(config.seed)
+    data_config = config.data
+    run_directory = Path(config.run_directory) / data_config.dataset
+    save_config(config, run_directory / "config.yaml")
+
+    print(f"[1/4] data: {data_config.dataset} at {data_config.image_size} px")
+    splits = load_dataset(data_config, config.seed)
+    print(f"      {splits.summary()}")
+
+    print(f"[2/4] training a cohort of {config.cohort.members} {config.model.backbone} members")
+    strategy = tf.distribute.MirroredStrategy()
+    with strategy.scope():
+        model = build_cohort(config)
+    steps = steps_per_epoch(splits.train_labels, data_config.classes_per_batch,
+                            data_config.images_per_class)
+    if config.train.max_steps_per_epoch:
+        steps = min(steps, config.train.max_steps_per_epoch)
+    dataset = class_balanced_dataset(splits.train_images, splits.train_labels,
+                                     data_config.classes_per_batch, data_config.images_per_class,
+                                     config.seed)
+    callbacks = [
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.ModelCheckpoint(str(run_directory / "dm2.weights.h5"), save_weights_only=True),
+        keras.callbacks.CSVLogger(str(run_directory / "history.csv")),
+    ]
+    history = model.fit(dataset, epochs=config.train.epochs, steps_per_epoch=steps,
+                        callbacks=callbacks, verbose=2)
+    if not math.isfinite(history.history["loss"][-1]):
+        raise DMMLError("Training stopped on a non-finite loss; lower train.learning_rate.")
+
+    print(f"[3/4] evaluating on {len(splits.test_labels)} test images ({config.evaluate.backend})")
+    baseline = pooled_features(build_backbone(config.model.backbone, config.model.weights,
+                                              data_config.image_size), name="pretrained")
+    networks = {"pretrained (not fine-tuned)": baseline, **model.networks()}
+    results = evaluate_networks(networks, splits.test_images, splits.test_labels, config.evaluate)
+    table = results_table(results)
+    (run_directory / "metrics.json").write_text(json.dumps(results, indent=2))
+    (run_directory / "results.txt").write_text(table + "\n")
+
+    print("[4/4] exporting SavedModels")
+    export_root = Path(config.export.directory) / data_config.dataset
+    for name, network in model.networks().items():
+        if name.startswith("member") or name == "ensemble":
+            path = export_embedder(network, export_root / name, data_config.image_size,
+                                   metadata={"network": name, "config": config_to_dict(config)})
+            print(f"      {name:<16} -> {path}")
+
+    print(f"\nRecall@K on {len(splits.test_labels)} test images of unseen classes "
+          f"({time.time() - started:.0f} s in all):\n{table}")
+    print(f"\nrun directory: {run_directory}   exports: {export_root}")
+    return results
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        run(resolve_config(args))
+    except DMMLError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

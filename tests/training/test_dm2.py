@@ -1,0 +1,127 @@
+import numpy as np
+import keras
+import pytest
+import tensorflow as tf
+
+from dmml_tf.config import ViewsConfig
+from dmml_tf.data.views import build_view
+from dmml_tf.losses.relational import relational_distance_loss
+from dmml_tf.losses.triplet import triplet_semi_hard_loss
+from dmml_tf.models.backbones import tiny_cnn
+from dmml_tf.models.embedder import build_embedder
+from dmml_tf.training.dm2 import DM2Model
+
+SIZE = 32
+
+
+def make_model(views=None, **kwargs):
+    members = [build_embedder(tiny_cnn((SIZE, SIZE, 3), seed=s), 8, seed=s, name=f"member{s}")
+               for s in (0, 1)]
+    return DM2Model(members, views, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (16, SIZE, SIZE, 3)).astype("float32")
+    labels = np.repeat(np.arange(4), 4).astype("int32")
+    return images, labels
+
+
+def test_total_loss_is_triplet_plus_lambda_times_mean_over_teachers(batch):
+    images, labels = batch
+    model = make_model(relational_weight=3.0)
+    z = [member(images) for member in model.members]
+    zbar = [shadow(images) for shadow in model.shadows]
+    total, terms = model.cohort_losses(labels, z, zbar)
+    expected = 0.0
+    for m in range(2):
+        teachers = [z[1 - m], *zbar]  # the peer, then both shadows
+        relational = np.mean([relational_distance_loss(z[m], t).numpy() for t in teachers])
+        triplet = triplet_semi_hard_loss(labels, z[m]).numpy()
+        np.testing.assert_allclose(terms[f"member{m}_relational"].numpy(), relational, rtol=1e-6)
+        expected += triplet + 3.0 * relational
+    np.testing.assert_allclose(total.numpy(), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "switches, teacher_count",
+    [({}, 3), ({"model_diversity": False}, 2), ({"temporal_diversity": False}, 1),
+     ({"mutual": False}, 0)],
+    ids=["all", "no_model_diversity", "no_temporal_diversity", "not_mutual"],
+)
+def test_switches_select_teachers(batch, switches, teacher_count):
+    model = make_model(**switches)
+    z = ["z0", "z1"]
+    shadows = [] if not model.temporal_diversity else ["s0", "s1"]
+    assert len(model.teachers(0, z, shadows)) == teacher_count
+    assert "z0" not in model.teachers(0, z, shadows)
+
+
+def test_teachers_receive_no_gradient_from_the_student(batch):
+    images, labels = batch
+    model = make_model()
+    with tf.GradientTape(persistent=True) as tape:
+        z = [member(images, training=True) for member in model.members]
+        zbar = [shadow(images) for shadow in model.shadows]
+        _, terms = model.cohort_losses(labels, z, zbar)
+    # member0's relational term must not move member1 (its teacher), only member0.
+    peer_grads = tape.gradient(terms["member0_relational"], model.members[1].trainable_weights)
+    own_grads = tape.gradient(terms["member0_relational"], model.members[0].trainable_weights)
+    assert all(g is None or np.all(g.numpy() == 0) for g in peer_grads)
+    assert sum(float(np.abs(g.numpy()).sum()) for g in own_grads if g is not None) > 0
+    assert not any(shadow.trainable_weights for shadow in model.shadows)
+
+
+def test_shadow_follows_ema_with_warmup(batch):
+    images, labels = batch
+    model = make_model(ema_decay=0.999)
+    model.compile(optimizer=keras.optimizers.SGD(0.5))
+    before = [w.copy() for w in model.shadows[0].get_weights()]
+    model.fit(images, labels, batch_size=16, epochs=1, verbose=0, shuffle=False)
+    after_member = model.members[0].get_weights()
+    # One update: t = 1, tau_1 = min(0.999, 2 / 11).
+    decay = 2.0 / 11.0
+    moved = 0
+    for old, member, shadow in zip(before, after_member, model.shadows[0].get_weights()):
+        np.testing.assert_allclose(shadow, decay * old + (1 - decay) * member, rtol=1e-5, atol=1e-6)
+        moved += int(not np.allclose(old, member))
+    assert moved > 0
+
+
+def test_ema_every_skips_updates(batch):
+    images, labels = batch
+    model = make_model(ema_every=2)
+    model.compile(optimizer=keras.optimizers.SGD(0.5))
+    before = model.shadows[0].get_weights()
+    model.fit(images, labels, batch_size=16, epochs=1, verbose=0, shuffle=False)  # step 1: odd
+    for old, new in zip(before, model.shadows[0].get_weights()):
+        np.testing.assert_array_equal(old, new)
+
+
+def policy_views(count):
+    return [build_view(ViewsConfig().policy, seed=n, name=f"view{n}") for n in range(count)]
+
+
+@pytest.mark.parametrize("view_diversity", [True, False], ids=["diverse", "shared"])
+def test_views_differ_only_with_view_diversity(batch, view_diversity):
+    images, _ = batch
+    model = make_model(policy_views(4), view_diversity=view_diversity)
+    views = [v.numpy() for v in model.make_views(images)]
+    assert len(views) == 4
+    assert not np.allclose(views[0], images)  # augmentation is active in training
+    for other in views[1:]:
+        assert np.array_equal(views[0], other) != view_diversity
+
+
+def test_fit_logs_every_term_and_trains(batch):
+    images, labels = batch
+    model = make_model(relational_weight=10.0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    history = model.fit(images, labels, batch_size=16, epochs=3, verbose=0, shuffle=False)
+    expected = {"loss", "member0_triplet", "member0_relational", "member1_triplet",
+                "member1_relational"}
+    assert expected <= set(history.history)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    ensemble = model.networks()["ensemble"](images)
+    np.testing.assert_allclose(np.linalg.norm(ensemble, axis=1), 1.0, rtol=1e-5)
