@@ -15,10 +15,11 @@ defined here; torch itself is never imported.
 """
 
 import collections
-import dataclasses
+import os
 import pickle
 import struct
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -42,15 +43,7 @@ _STORAGE_DTYPES = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class _StorageType:
-    """Stand-in for a torch storage class such as `torch.FloatStorage`."""
-
-    dtype: np.dtype
-
-
-@dataclasses.dataclass(frozen=True)
-class _StorageRef:
+class _StorageRef(NamedTuple):
     """Elements `[offset, offset + numel)` of the storage saved under `key`."""
 
     key: str
@@ -59,8 +52,7 @@ class _StorageRef:
     numel: int
 
 
-@dataclasses.dataclass(frozen=True)
-class _TensorRef:
+class _TensorRef(NamedTuple):
     """A tensor whose storage has not been read yet."""
 
     storage: _StorageRef
@@ -69,26 +61,39 @@ class _TensorRef:
     strides: tuple
 
 
-def _rebuild_tensor(storage, storage_offset, size, stride, *unused):
+def _is_index(value):
+    return type(value) is int and value >= 0
+
+
+class _RebuildTensor:
     """Stand-in for `torch._utils._rebuild_tensor` and `_rebuild_tensor_v2`.
 
     The v2 extras (requires_grad, backward hooks, metadata) do not affect values.
     """
-    return _TensorRef(storage, storage_offset, tuple(size), tuple(stride))
+
+    __slots__ = ()
+
+    def __call__(self, storage, storage_offset, size, stride, *unused):
+        size, stride = tuple(size), tuple(stride)
+        indices = (storage_offset, *size, *stride)
+        if not (
+            isinstance(storage, _StorageRef)
+            and len(size) == len(stride)
+            and all(map(_is_index, indices))
+        ):
+            raise WeightsError(f"Malformed tensor: {storage!r}, {indices!r}.")
+        return _TensorRef(storage, storage_offset, size, stride)
 
 
-def _allowed_names():
-    names = {
-        ("collections", "OrderedDict"): collections.OrderedDict,
-        ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-    }
-    for name, dtype in _STORAGE_DTYPES.items():
-        names[("torch", name)] = _StorageType(dtype)
-    return names
-
-
-_ALLOWED_NAMES = _allowed_names()
+# The only names a state dict's pickle may ask for, each to an object that a
+# pickle's BUILD opcode cannot alter: a C type, a slot-less callable, and for a
+# storage class its name (a str, looked up in `_STORAGE_DTYPES`).
+_ALLOWED_NAMES = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor"): _RebuildTensor(),
+    ("torch._utils", "_rebuild_tensor_v2"): _RebuildTensor(),
+    **{("torch", name): name for name in _STORAGE_DTYPES},
+}
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -115,34 +120,37 @@ class _RestrictedUnpickler(pickle.Unpickler):
                 f"{self.path} holds an object other than tensor storage "
                 f"(persistent id {str(pid)[:80]}); only state dicts are supported."
             )
-        _, storage_type, key, _location, numel, view_metadata = pid
-        if not isinstance(storage_type, _StorageType):
-            raise WeightsError(f"{self.path}: malformed storage id {pid!r}.")
-        self.storages.setdefault(key, (storage_type.dtype, numel))
-        if view_metadata is None:
-            return _StorageRef(key, storage_type.dtype, 0, numel)
-        _view_key, offset, view_numel = view_metadata
-        return _StorageRef(key, storage_type.dtype, offset, view_numel)
+        _, storage_type, key, _location, numel, view = pid
+        offset, view_numel = (0, numel) if view is None else view[1:]
+        if not (
+            storage_type in _STORAGE_DTYPES
+            and isinstance(key, str)
+            and all(map(_is_index, (numel, offset, view_numel)))
+            and offset + view_numel <= numel
+        ):
+            raise WeightsError(f"{self.path}: malformed storage id {str(pid)[:80]}.")
+        dtype = _STORAGE_DTYPES[storage_type]
+        self.storages.setdefault(key, (dtype, numel))
+        return _StorageRef(key, dtype, offset, view_numel)
 
 
 def _read_storages(file, path, keys, storages):
     """Reads the raw storages that follow the main pickle, in the order of `keys`."""
+    file_size = os.fstat(file.fileno()).st_size
     arrays = {}
     for key in keys:
         if key not in storages:
             raise WeightsError(f"{path}: storage {key!r} is not used by any tensor.")
         dtype, numel = storages[key]
-        header = file.read(8)
-        data = file.read(numel * dtype.itemsize)
-        if len(header) < 8 or len(data) < numel * dtype.itemsize:
+        if 8 + numel * dtype.itemsize > file_size - file.tell():
             raise WeightsError(f"{path} is truncated: storage {key!r} is incomplete.")
-        (saved_numel,) = struct.unpack("<q", header)
+        (saved_numel,) = struct.unpack("<q", file.read(8))
         if saved_numel != numel:
             raise WeightsError(
                 f"{path}: storage {key!r} holds {saved_numel} elements, "
                 f"its tensors expect {numel}."
             )
-        arrays[key] = np.frombuffer(data, dtype=dtype)
+        arrays[key] = np.frombuffer(file.read(numel * dtype.itemsize), dtype=dtype)
     missing = set(storages) - set(arrays)
     if missing:
         raise WeightsError(f"{path}: storages {sorted(missing)} have no data.")
@@ -153,18 +161,17 @@ def _materialise(name, ref, arrays, path):
     """Applies a tensor's storage offset, shape and strides; returns a copy."""
     storage = arrays[ref.storage.key]
     storage = storage[ref.storage.offset : ref.storage.offset + ref.storage.numel]
-    numel = int(np.prod(ref.shape))
-    last = ref.offset + sum((n - 1) * s for n, s in zip(ref.shape, ref.strides))
-    if numel and not (0 <= ref.offset and last < storage.size):
-        raise WeightsError(f"{path}: tensor {name!r} reaches outside its storage.")
-    if numel == 0:
+    if 0 in ref.shape:
         return np.zeros(ref.shape, dtype=storage.dtype)
+    last = ref.offset + sum((n - 1) * s for n, s in zip(ref.shape, ref.strides))
+    if last >= storage.size:
+        raise WeightsError(f"{path}: tensor {name!r} reaches outside its storage.")
     view = np.lib.stride_tricks.as_strided(
         storage[ref.offset :],
         shape=ref.shape,
         strides=[s * storage.itemsize for s in ref.strides],
     )
-    return view.astype(storage.dtype.newbyteorder("="), copy=True)
+    return view.astype(storage.dtype.newbyteorder("="), order="C")
 
 
 def read_legacy_checkpoint(path):
@@ -206,10 +213,12 @@ def read_legacy_checkpoint(path):
             if not unpickler.load().get("little_endian", False):
                 raise WeightsError(f"{path} was saved on a big-endian machine.")
             state = unpickler.load()
-            keys = unpickler.load()
-        except (pickle.UnpicklingError, EOFError, AttributeError, TypeError) as error:
+            arrays = _read_storages(file, path, unpickler.load(), unpickler.storages)
+        except (
+            pickle.UnpicklingError, EOFError, ValueError, KeyError, IndexError,
+            AttributeError, TypeError,
+        ) as error:  # what a corrupt or hostile pickle raises
             raise WeightsError(f"{path} is not a readable checkpoint: {error}") from error
-        arrays = _read_storages(file, path, keys, unpickler.storages)
     if not isinstance(state, dict):
         raise WeightsError(f"{path} holds a {type(state).__name__}, not a state dict.")
     result = {}
