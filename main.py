@@ -88,7 +88,7 @@ def run(config):
         keras.callbacks.CSVLogger(str(run_directory / "history.csv")),
     ]
     history = model.fit(dataset, epochs=config.train.epochs, steps_per_epoch=steps,
-                        callbacks=callbacks, verbose=2)
+                        callbacks=callbacks, shuffle=False, verbose=2)
     if not math.isfinite(history.history["loss"][-1]):
         raise DMMLError("Training stopped on a non-finite loss; lower train.learning_rate.")
 

@@ -19,14 +19,15 @@ def evaluate_networks(networks, images, labels, evaluate_config, log=print):
         embeddings = embed(network, images, evaluate_config.batch_size)
         results[name] = evaluate_retrieval(embeddings, labels, evaluate_config.recall_at,
                                            evaluate_config.backend)
-        log(f"  {name:<16} " + "  ".join(f"{k} {v:.4f}" for k, v in results[name].items()))
+        log(f"      {name:<28}" + "  ".join(f"{k} {v:.4f}" for k, v in results[name].items()))
     return results
 
 
 def results_table(results):
     """A fixed-width text table: one row per network, one column per metric."""
     metrics = list(next(iter(results.values())))
-    lines = [f"{'network':<18}" + "".join(f"{m:>11}" for m in metrics)]
-    lines += [f"{name:<18}" + "".join(f"{values[m]:>11.4f}" for m in metrics)
+    width = max(len(name) for name in results) + 2
+    lines = [f"{'network':<{width}}" + "".join(f"{m:>11}" for m in metrics)]
+    lines += [f"{name:<{width}}" + "".join(f"{values[m]:>11.4f}" for m in metrics)
               for name, values in results.items()]
     return "\n".join(lines)
