@@ -48,29 +48,23 @@ def resolve_config(args):
     return load_config(path if path.is_file() or args.config else None, overrides)
 
 
-def run(config):
+def build_data(config):
+    from dmml_tf.data.registry import load_dataset
+
+    print(f"[1/4] data: {config.data.dataset} at {config.data.image_size} px")
+    splits = load_dataset(config.data, config.seed)
+    print(f"      {splits.summary()}")
+    return splits
+
+
+def fit_cohort(config, splits, run_directory):
     import keras
     import tensorflow as tf
 
-    from dmml_tf.config import config_to_dict, save_config
-    from dmml_tf.data.registry import load_dataset
     from dmml_tf.data.sampler import class_balanced_dataset, steps_per_epoch
-    from dmml_tf.export import export_embedder
-    from dmml_tf.models.backbones import build_backbone
-    from dmml_tf.models.embedder import pooled_features
-    from dmml_tf.retrieval.evaluate import evaluate_networks, results_table
     from dmml_tf.training.cohort import build_cohort
 
-    started = time.time()
-    keras.utils.set_random_seed(config.seed)
     data_config = config.data
-    run_directory = Path(config.run_directory) / data_config.dataset
-    save_config(config, run_directory / "config.yaml")
-
-    print(f"[1/4] data: {data_config.dataset} at {data_config.image_size} px")
-    splits = load_dataset(data_config, config.seed)
-    print(f"      {splits.summary()}")
-
     print(f"[2/4] training a cohort of {config.cohort.members} {config.model.backbone} members")
     strategy = tf.distribute.MirroredStrategy()
     with strategy.scope():
@@ -91,28 +85,58 @@ def run(config):
                         callbacks=callbacks, shuffle=False, verbose=2)
     if not math.isfinite(history.history["loss"][-1]):
         raise DMMLError("Training stopped on a non-finite loss; lower train.learning_rate.")
+    return model
+
+
+def evaluate(config, model, splits, run_directory):
+    from dmml_tf.models.backbones import build_backbone
+    from dmml_tf.models.embedder import pooled_features
+    from dmml_tf.retrieval.evaluate import evaluate_networks, results_table
 
     print(f"[3/4] evaluating on {len(splits.test_labels)} test images ({config.evaluate.backend})")
     baseline = pooled_features(build_backbone(config.model.backbone, config.model.weights,
-                                              data_config.image_size), name="pretrained")
+                                              config.data.image_size), name="pretrained")
     networks = {"pretrained (not fine-tuned)": baseline, **model.networks()}
     results = evaluate_networks(networks, splits.test_images, splits.test_labels, config.evaluate)
     table = results_table(results)
     (run_directory / "metrics.json").write_text(json.dumps(results, indent=2))
     (run_directory / "results.txt").write_text(table + "\n")
+    return table
+
+
+def export(config, model):
+    from dmml_tf.config import config_to_dict
+    from dmml_tf.export import export_embedder
 
     print("[4/4] exporting SavedModels")
-    export_root = Path(config.export.directory) / data_config.dataset
+    export_root = Path(config.export.directory) / config.data.dataset
     for name, network in model.networks().items():
         if name.startswith("member") or name == "ensemble":
-            path = export_embedder(network, export_root / name, data_config.image_size,
+            path = export_embedder(network, export_root / name, config.data.image_size,
                                    metadata={"network": name, "config": config_to_dict(config)})
             print(f"      {name:<16} -> {path}")
+    return export_root
+
+
+def run(config):
+    """load config -> build data -> build cohort and fit -> evaluate -> export."""
+    import keras
+
+    from dmml_tf.config import save_config
+
+    started = time.time()
+    keras.utils.set_random_seed(config.seed)
+    run_directory = Path(config.run_directory) / config.data.dataset
+    save_config(config, run_directory / "config.yaml")
+
+    splits = build_data(config)
+    model = fit_cohort(config, splits, run_directory)
+    table = evaluate(config, model, splits, run_directory)
+    export_root = export(config, model)
 
     print(f"\nRecall@K on {len(splits.test_labels)} test images of unseen classes "
           f"({time.time() - started:.0f} s in all):\n{table}")
     print(f"\nrun directory: {run_directory}   exports: {export_root}")
-    return results
 
 
 def main(argv=None):
