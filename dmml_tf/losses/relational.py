@@ -1,8 +1,11 @@
-"""Relational (RKD distance) loss between a student and a teacher embedding.
+"""Relational losses between a student and a teacher embedding of the same batch
+(Park et al., "Relational Knowledge Distillation", 2019); the teacher side is always
+under stop_gradient.
 
-D(u)_ij = ||u_i - u_j|| / mean_{i != j} ||u_i - u_j||, and the loss is
-mean_{i != j} Huber_1(D(s)_ij, D(t)_ij) with the teacher side under stop_gradient
-(Park et al., "Relational Knowledge Distillation", 2019).
+- distance: D(u)_ij = ||u_i - u_j|| / mean_{i != j} ||u_i - u_j||, and
+  L_dist = mean_{i != j} Huber_1(D(s)_ij, D(t)_ij).
+- angle: A(u)_ijk = cos of the angle at u_i between u_j and u_k, and
+  L_angle = mean over distinct i, j, k of Huber_1(A(s)_ijk, A(t)_ijk).
 """
 
 import keras
@@ -19,6 +22,12 @@ def normalized_distances(embeddings):
     return distances / tf.maximum(mean, 1e-12)
 
 
+def huber(error):
+    """Huber loss with threshold 1 of `error`, elementwise."""
+    error = tf.abs(error)
+    return tf.where(error < 1.0, 0.5 * tf.square(error), error - 0.5)
+
+
 def relational_distance_loss(student, teacher):
     """RKD distance loss of `student` towards `teacher`; no gradient reaches `teacher`.
 
@@ -27,19 +36,70 @@ def relational_distance_loss(student, teacher):
         teacher: float tensor `(N, d')`; only its distance structure is used.
     """
     target = tf.stop_gradient(normalized_distances(teacher))
-    error = tf.abs(normalized_distances(student) - target)
-    huber = tf.where(error < 1.0, 0.5 * tf.square(error), error - 0.5)
-    n = tf.cast(tf.shape(error)[0], error.dtype)
+    errors = huber(normalized_distances(student) - target)
+    n = tf.cast(tf.shape(errors)[0], errors.dtype)
     # The diagonal is zero on both sides, so summing over all pairs is the off-diagonal sum.
-    return tf.reduce_sum(huber) / tf.maximum(n * (n - 1.0), 1.0)
+    return tf.reduce_sum(errors) / tf.maximum(n * (n - 1.0), 1.0)
+
+
+def angle_cosines(embeddings):
+    """`(N, N, N)`: entry (i, j, k) is the cosine of the angle at u_i between u_j and u_k;
+    0 when j or k equals i."""
+    embeddings = tf.convert_to_tensor(embeddings)
+    directions = tf.math.l2_normalize(embeddings[None, :, :] - embeddings[:, None, :], axis=-1)
+    return tf.matmul(directions, directions, transpose_b=True)
+
+
+def relational_angle_loss(student, teacher):
+    """RKD angle loss of `student` towards `teacher`; no gradient reaches `teacher`.
+
+    Args:
+        student: float tensor `(N, d)`.
+        teacher: float tensor `(N, d')`; only its angles are used.
+    """
+    target = tf.stop_gradient(angle_cosines(teacher))
+    errors = huber(angle_cosines(student) - target)
+    n = tf.cast(tf.shape(errors)[0], errors.dtype)
+    # Triplets with j == i or k == i are 0 on both sides and j == k is 1 on both sides,
+    # so the full sum is the sum over distinct triplets.
+    return tf.reduce_sum(errors) / tf.maximum(n * (n - 1.0) * (n - 2.0), 1.0)
+
+
+def relational_loss(student, teacher, distance_weight=1.0, angle_weight=0.0):
+    """`distance_weight * L_dist + angle_weight * L_angle`; a zero-weight term is skipped.
+
+    Args:
+        student: float tensor `(N, d)`.
+        teacher: float tensor `(N, d')`.
+        distance_weight: float. Weight of the distance loss. Defaults to `1.0`.
+        angle_weight: float. Weight of the angle loss. Defaults to `0.0`.
+    """
+    loss = 0.0
+    if distance_weight:
+        loss += distance_weight * relational_distance_loss(student, teacher)
+    if angle_weight:
+        loss += angle_weight * relational_angle_loss(student, teacher)
+    return loss
 
 
 @keras.saving.register_keras_serializable(package="dmml_tf")
-class RelationalDistanceLoss(keras.losses.Loss):
-    """Keras wrapper of `relational_distance_loss`: `y_true` is the teacher embedding."""
+class RelationalLoss(keras.losses.Loss):
+    """Keras wrapper of `relational_loss`: `y_true` is the teacher embedding, `y_pred`
+    the student's.
 
-    def __init__(self, name="relational_distance", **kwargs):
+    Args:
+        distance_weight: float. Weight of the distance loss. Defaults to `1.0`.
+        angle_weight: float. Weight of the angle loss. Defaults to `0.0`.
+    """
+
+    def __init__(self, distance_weight=1.0, angle_weight=0.0, name="relational", **kwargs):
         super().__init__(name=name, **kwargs)
+        self.distance_weight = distance_weight
+        self.angle_weight = angle_weight
 
     def call(self, y_true, y_pred):
-        return relational_distance_loss(y_pred, y_true)
+        return relational_loss(y_pred, y_true, self.distance_weight, self.angle_weight)
+
+    def get_config(self):
+        return {**super().get_config(), "distance_weight": self.distance_weight,
+                "angle_weight": self.angle_weight}

@@ -1,79 +1,96 @@
-"""Triplet loss with semi-hard negative mining (FaceNet; Schroff et al., 2015).
+"""Triplet loss with a choice of mining (see `dmml_tf.losses.mining`).
 
-For every anchor-positive pair (a, p) of the batch, the miner picks one negative n:
-the closest negative that is farther from the anchor than the positive (semi-hard);
-when no negative is farther, the farthest negative. The loss is the mean over pairs of
-max(d(a, p) - d(a, n) + margin, 0), on Euclidean distances.
+The loss is the mean, over the anchor-positive pairs the miner marks, of
+max(d(a, p) - d(a, n) + margin, 0) on Euclidean distances, n being the mined negative.
+It is 0 when the batch has no valid pair (no positives or no negatives).
 """
 
 import keras
 import tensorflow as tf
 
 from dmml_tf.losses.distances import pairwise_distances
+from dmml_tf.losses.mining import mine_batch_hard, mine_distance_weighted, mine_semi_hard
 
 
-def mine_semi_hard(distances, labels):
-    """Distance from the anchor to its mined negative, for every anchor-positive pair.
-
-    Args:
-        distances: float tensor `(N, N)` of pairwise distances.
-        labels: int tensor `(N,)`.
-
-    Returns:
-        `(negative_distances, positive_mask)`, both `(N, N)`: entry (a, p) is d(a, n) of
-        the negative mined for that pair; `positive_mask` marks valid pairs (same label,
-        a != p, and at least one negative exists for a).
-    """
-    labels = tf.reshape(labels, [-1])
-    same = tf.equal(labels[:, None], labels[None, :])
-    negative = tf.logical_not(same)
-    not_self = tf.logical_not(tf.eye(tf.shape(labels)[0], dtype=tf.bool))
-    has_negative = tf.reduce_any(negative, axis=1, keepdims=True)
-    positive_mask = tf.logical_and(tf.logical_and(same, not_self), has_negative)
-
-    # Candidate [a, p, n]: n is a negative of a farther than p.
-    d_ap = distances[:, :, None]
-    d_an = distances[:, None, :]
-    semi_hard = tf.logical_and(negative[:, None, :], d_an > d_ap)
-    big = tf.reduce_max(distances) + 1.0
-    closest_semi_hard = tf.reduce_min(tf.where(semi_hard, d_an, big), axis=2)
-    farthest = tf.reduce_max(tf.where(negative, distances, -1.0), axis=1)
-    found = tf.reduce_any(semi_hard, axis=2)
-    negative_distances = tf.where(found, closest_semi_hard, farthest[:, None])
-    return negative_distances, positive_mask
+def _semi_hard(distances, labels, embedding_dim, seed):
+    return mine_semi_hard(distances, labels)
 
 
-def triplet_semi_hard_loss(labels, embeddings, margin=0.2):
-    """Mean triplet hinge over all anchor-positive pairs with semi-hard negatives.
+def _batch_hard(distances, labels, embedding_dim, seed):
+    return mine_batch_hard(distances, labels)
 
-    Returns 0 when the batch has no valid pair (no positives or no negatives).
+
+def _distance_weighted(distances, labels, embedding_dim, seed):
+    uniform = tf.random.stateless_uniform(tf.shape(distances), seed)
+    return mine_distance_weighted(distances, labels, embedding_dim, uniform)
+
+
+# name -> miner(distances, labels, embedding_dim, seed); only sampling miners use the
+# last two.
+MINERS = {
+    "semi_hard": _semi_hard,
+    "batch_hard": _batch_hard,
+    "distance_weighted": _distance_weighted,
+}
+
+
+def check_mining(mining):
+    """Raise a ValueError unless `mining` is a key of `MINERS`."""
+    if mining not in MINERS:
+        raise ValueError(f"`mining` must be one of {', '.join(MINERS)}. Received: mining={mining!r}")
+
+
+def triplet_loss(labels, embeddings, margin=0.2, mining="semi_hard", seed=(0, 0)):
+    """Mean triplet hinge over the mined anchor-positive pairs.
 
     Args:
         labels: int tensor `(N,)`.
-        embeddings: float tensor `(N, d)`.
+        embeddings: float tensor `(N, d)`, unit rows for `distance_weighted` mining.
         margin: float. Hinge margin. Defaults to `0.2`.
+        mining: str. A key of `MINERS`: `"semi_hard"`, `"batch_hard"` or
+            `"distance_weighted"`. Defaults to `"semi_hard"`.
+        seed: pair of int or int tensor `(2,)`. Stateless seed of the sampling miners;
+            the same seed samples the same negatives. Defaults to `(0, 0)`.
     """
+    check_mining(mining)
+    embeddings = tf.convert_to_tensor(embeddings)
     distances = pairwise_distances(embeddings)
-    negative_distances, positive_mask = mine_semi_hard(distances, labels)
+    negative_distances, pair_mask = MINERS[mining](distances, labels, embeddings.shape[-1], seed)
     hinge = tf.maximum(distances - negative_distances + margin, 0.0)
-    mask = tf.cast(positive_mask, hinge.dtype)
+    mask = tf.cast(pair_mask, hinge.dtype)
     return tf.reduce_sum(hinge * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
 
 
 @keras.saving.register_keras_serializable(package="dmml_tf")
-class TripletSemiHardLoss(keras.losses.Loss):
-    """Keras wrapper of `triplet_semi_hard_loss`, for `compile(loss=...)`.
+class TripletLoss(keras.losses.Loss):
+    """Keras wrapper of `triplet_loss`, for `compile(loss=...)` on a single embedder.
+
+    `y_true` holds the integer labels, `y_pred` the embeddings of the whole batch.
 
     Args:
         margin: float. Hinge margin. Defaults to `0.2`.
+        mining: str. `"semi_hard"`, `"batch_hard"` or `"distance_weighted"`.
+            Defaults to `"semi_hard"`.
+        seed: int or None. Seed of the sampling miners' random stream. Defaults to `None`.
+
+    Example:
+    ```python
+    embedder.compile(optimizer="adam", loss=TripletLoss(margin=0.2, mining="batch_hard"))
+    embedder.fit(class_balanced_dataset(images, labels, 8, 4, seed=0), steps_per_epoch=10)
+    ```
     """
 
-    def __init__(self, margin=0.2, name="triplet_semi_hard", **kwargs):
+    def __init__(self, margin=0.2, mining="semi_hard", seed=None, name="triplet", **kwargs):
         super().__init__(name=name, **kwargs)
+        check_mining(mining)
         self.margin = margin
+        self.mining = mining
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, y_true, y_pred):
-        return triplet_semi_hard_loss(y_true, y_pred, self.margin)
+        return triplet_loss(y_true, y_pred, self.margin, self.mining, self.seed_generator.next())
 
     def get_config(self):
-        return {**super().get_config(), "margin": self.margin}
+        return {**super().get_config(), "margin": self.margin, "mining": self.mining,
+                "seed": self.seed}

@@ -2,7 +2,26 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dmml_tf.losses.relational import relational_distance_loss
+from dmml_tf.losses.relational import (RelationalLoss, relational_angle_loss,
+                                       relational_distance_loss, relational_loss)
+
+
+def huber(e):
+    e = abs(e)
+    return 0.5 * e * e if e < 1 else e - 0.5
+
+
+def reference_angle(student, teacher):
+    """Triple loop over distinct (i, j, k): cosine of the angle at i between j and k."""
+    n = len(student)
+
+    def cosine(u, i, j, k):
+        a, b = u[j] - u[i], u[k] - u[i]
+        return a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
+
+    errors = [huber(cosine(student, i, j, k) - cosine(teacher, i, j, k))
+              for i in range(n) for j in range(n) for k in range(n) if len({i, j, k}) == 3]
+    return float(np.mean(errors))
 
 
 def reference_relational(student, teacher):
@@ -21,8 +40,7 @@ def reference_relational(student, teacher):
     for i in range(n):
         for j in range(n):
             if i != j:
-                e = abs(ds[i, j] - dt[i, j])
-                total += 0.5 * e * e if e < 1 else e - 0.5
+                total += huber(ds[i, j] - dt[i, j])
     return total / (n * (n - 1))
 
 
@@ -36,17 +54,62 @@ def test_matches_loop_reference(seed, scale):
     np.testing.assert_allclose(got, reference_relational(student, teacher), rtol=1e-6)
 
 
-def test_zero_for_a_scaled_copy():
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("scale", [1.0, 3.0], ids=["small_errors", "large_errors"])
+def test_angle_matches_loop_reference(seed, scale):
+    rng = np.random.default_rng(seed)
+    student = rng.normal(size=(6, 4))
+    teacher = rng.normal(size=(6, 5)) ** 3 * scale
+    got = relational_angle_loss(student, teacher).numpy()
+    expected = reference_angle(student, teacher)
+    assert expected > 0.01
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_weighted_sum_of_distance_and_angle():
+    rng = np.random.default_rng(2)
+    student, teacher = rng.normal(size=(6, 4)), rng.normal(size=(6, 4))
+    expected = 2.0 * reference_relational(student, teacher) + 0.5 * reference_angle(student, teacher)
+    np.testing.assert_allclose(relational_loss(student, teacher, 2.0, 0.5).numpy(), expected,
+                               rtol=1e-6)
+    wrapper = RelationalLoss.from_config(RelationalLoss(2.0, 0.5).get_config())
+    np.testing.assert_allclose(wrapper(teacher, student).numpy(), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("loss", [relational_distance_loss, relational_angle_loss],
+                         ids=["distance", "angle"])
+def test_zero_for_a_scaled_copy(loss):
     x = np.random.default_rng(0).normal(size=(6, 3))
-    assert relational_distance_loss(x, 2.5 * x).numpy() == pytest.approx(0.0, abs=1e-7)
+    assert loss(x, 2.5 * x).numpy() == pytest.approx(0.0, abs=1e-7)
 
 
-def test_teacher_receives_zero_gradient_and_student_nonzero():
+@pytest.mark.parametrize("loss", [relational_distance_loss, relational_angle_loss],
+                         ids=["distance", "angle"])
+def test_teacher_receives_zero_gradient_and_student_nonzero(loss):
     rng = np.random.default_rng(1)
     student = tf.Variable(rng.normal(size=(5, 3)))
     teacher = tf.Variable(rng.normal(size=(5, 3)))
     with tf.GradientTape() as tape:
-        loss = relational_distance_loss(student, teacher)
+        loss = loss(student, teacher)
     grad_student, grad_teacher = tape.gradient(loss, [student, teacher])
     assert grad_teacher is None
+    assert np.all(np.isfinite(grad_student.numpy()))
     assert np.abs(grad_student.numpy()).sum() > 0
+
+
+@pytest.mark.parametrize("loss", [relational_distance_loss, relational_angle_loss],
+                         ids=["distance", "angle"])
+def test_student_gradient_matches_finite_differences(loss):
+    rng = np.random.default_rng(4)
+    x, teacher = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+    variable = tf.Variable(x)
+    with tf.GradientTape() as tape:
+        value = loss(variable, teacher)
+    grad = tape.gradient(value, variable).numpy()
+    eps = 1e-6
+    for i, j in [(0, 0), (2, 1), (4, 2)]:
+        plus, minus = x.copy(), x.copy()
+        plus[i, j] += eps
+        minus[i, j] -= eps
+        numeric = (loss(plus, teacher) - loss(minus, teacher)).numpy() / (2 * eps)
+        np.testing.assert_allclose(grad[i, j], numeric, rtol=1e-4, atol=1e-8)
