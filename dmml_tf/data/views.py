@@ -1,11 +1,13 @@
 """Views: per-network augmentation policies built from config.
 
 A policy is a list of `{LayerName: {argument: value}}` entries. Names resolve through
-`AUGMENTATIONS`, an explicit registry of Keras preprocessing layers plus this module's
-`RandomResizedCrop`. Layers see float pixel values in [0, 255] and are only active with
-`training=True`, so evaluation and exported models never augment.
+an explicit registry: Keras 3's image preprocessing layers, this module's
+`RandomResizedCrop` and, when keras-cv is installed, the preprocessing layers of
+`keras_cv.layers` that Keras lacks. Layers see float pixel values in [0, 255] and are
+only active with `training=True`, so evaluation and exported models never augment.
 """
 
+import inspect
 import math
 
 import keras
@@ -61,43 +63,85 @@ class RandomResizedCrop(keras.layers.Layer):
         return {**super().get_config(), "scale": self.scale, "ratio": self.ratio, "seed": self.seed}
 
 
+def _preprocessing_layers(module, module_prefix):
+    """Every public `keras.layers.Layer` class of `module` defined under `module_prefix`."""
+    return {name: value for name, value in vars(module).items()
+            if inspect.isclass(value) and issubclass(value, keras.layers.Layer)
+            and value.__module__.startswith(module_prefix)}
+
+
+# Keras 3's image preprocessing layers (RandomFlip, RandomColorJitter, RandAugment,
+# RandomGrayscale, RandomErasing, ...) and this module's RandomResizedCrop.
 AUGMENTATIONS = {
+    **_preprocessing_layers(keras.layers, "keras.src.layers.preprocessing.image_preprocessing"),
     "RandomResizedCrop": RandomResizedCrop,
-    "RandomFlip": keras.layers.RandomFlip,
-    "RandomRotation": keras.layers.RandomRotation,
-    "RandomTranslation": keras.layers.RandomTranslation,
-    "RandomZoom": keras.layers.RandomZoom,
-    "RandomContrast": keras.layers.RandomContrast,
-    "RandomBrightness": keras.layers.RandomBrightness,
-    "RandomColorJitter": keras.layers.RandomColorJitter,
-    "RandomGrayscale": keras.layers.RandomGrayscale,
-    "RandomErasing": keras.layers.RandomErasing,
-    "RandomGaussianBlur": keras.layers.RandomGaussianBlur,
-    "RandAugment": keras.layers.RandAugment,
 }
 
 
-def build_view(policy, seed, name="view"):
+def augmentation_registry():
+    """`AUGMENTATIONS`, plus the preprocessing layers of `keras_cv.layers` that Keras lacks
+    when keras-cv is installed."""
+    try:
+        import keras_cv
+    except ImportError:
+        return dict(AUGMENTATIONS)
+    extra = _preprocessing_layers(keras_cv.layers, "keras_cv")
+    return {**{name: layer for name, layer in extra.items() if "preprocessing" in layer.__module__},
+            **AUGMENTATIONS}
+
+
+def build_view(policy, seed, name="view", key="views.policy"):
     """A `keras.Sequential` applying `policy`'s layers in order, each with its own seed.
 
     Args:
         policy: sequence of single-key dicts `{LayerName: {argument: value}}`.
-        seed: int. Base seed; layer i gets `seed * 1000 + i`, so networks built with
-            different seeds draw independent augmentations.
-        name: str. Name of the returned model.
+        seed: int. Base seed; layer i gets `seed * 1000 + i` (if it takes a seed), so
+            networks built with different seeds draw independent augmentations.
+        name: str. Name of the returned model. Defaults to `"view"`.
+        key: str. The config key of `policy`, for error messages. Defaults to
+            `"views.policy"`.
     """
+    registry = augmentation_registry()
     layers = []
     for index, entry in enumerate(policy):
         if not isinstance(entry, dict) or len(entry) != 1:
-            raise ConfigError(f"Each entry of `views.policy` must be one `LayerName: {{args}}` "
-                              f"mapping. Received: views.policy[{index}]={entry!r}")
+            raise ConfigError(f"Each entry of `{key}` must be one `LayerName: {{args}}` "
+                              f"mapping. Received: {key}[{index}]={entry!r}")
         (layer_name, arguments), = entry.items()
-        if layer_name not in AUGMENTATIONS:
-            raise ConfigError(f"Unknown augmentation `views.policy[{index}].{layer_name}`. "
-                              f"Known: {', '.join(AUGMENTATIONS)}. Received: {layer_name}")
+        if layer_name not in registry:
+            raise ConfigError(f"Unknown augmentation `{key}[{index}].{layer_name}`. "
+                              f"Known: {', '.join(sorted(registry))}. Received: {layer_name}")
+        layer_class = registry[layer_name]
+        arguments = dict(arguments or {})
+        if "seed" in inspect.signature(layer_class).parameters:
+            arguments["seed"] = seed * 1000 + index
         try:
-            layers.append(AUGMENTATIONS[layer_name](**(arguments or {}), seed=seed * 1000 + index))
+            layers.append(layer_class(**arguments))
         except (TypeError, ValueError) as error:
-            raise ConfigError(f"Bad arguments for `views.policy[{index}].{layer_name}`: {error}. "
-                              f"Received: {arguments!r}") from None
+            raise ConfigError(f"Bad arguments for `{key}[{index}].{layer_name}`: {error}. "
+                              f"Received: {entry[layer_name]!r}") from None
     return keras.Sequential(layers, name=name)
+
+
+def build_views(views_config, members, seed):
+    """One view per network, members first, then shadows; network n gets seed
+    `seed * 100 + n`.
+
+    Args:
+        views_config: `ViewsConfig`. `network_policies` holds one policy per member (its
+            shadow uses the same) or one per network; empty, every network uses `policy`.
+        members: int. Number of members M; there are 2 * M networks.
+        seed: int. The run's seed.
+    """
+    own = views_config.network_policies
+    if not own:
+        policies = [(views_config.policy, "views.policy")] * (2 * members)
+    elif len(own) in (members, 2 * members):
+        keys = [f"views.network_policies[{i}]" for i in range(len(own))]
+        policies = list(zip(own, keys)) * (2 * members // len(own))
+    else:
+        raise ConfigError(f"Config key `views.network_policies` needs one policy per member "
+                          f"({members}) or per network ({2 * members}). "
+                          f"Received: {len(own)} policies")
+    return [build_view(policy, seed * 100 + n, f"view{n}", key)
+            for n, (policy, key) in enumerate(policies)]

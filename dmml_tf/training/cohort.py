@@ -2,7 +2,7 @@
 
 import keras
 
-from dmml_tf.data.views import build_view
+from dmml_tf.data.views import build_views
 from dmml_tf.models.backbones import build_backbone
 from dmml_tf.models.embedder import build_embedder
 from dmml_tf.training.dm2 import DM2Model
@@ -22,9 +22,7 @@ def build_members(config):
 
 def build_cohort(config):
     """A compiled `DM2Model`; call inside the distribution strategy's scope."""
-    networks = 2 * config.cohort.members
-    views = [build_view(config.views.policy, seed=config.seed * 100 + n, name=f"view{n}")
-             for n in range(networks)]
+    views = build_views(config.views, config.cohort.members, config.seed)
     model = DM2Model(
         build_members(config),
         views,
