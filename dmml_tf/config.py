@@ -17,13 +17,45 @@ from dmml_tf.errors import ConfigError
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
+    # emoji_styles (embedded), cub200, cars196, or folder:PATH (one subfolder per class).
     dataset: str = "emoji_styles"
+    # cub200, cars196: the folder holding the dataset's files (null: $DMML_DATA_DIR/<dataset>,
+    # else ~/.cache/dmml_tf/<dataset>).
+    data_dir: str | None = None
+    # cub200, cars196: `official` (the extracted layout), `tfds` (the TFDS builder on the
+    # archives in data_dir) or `auto` (official if present, else tfds).
+    source: str = "auto"
     image_size: int = 64
+    # Share of the classes held out for test where a dataset has no fixed split.
     test_fraction: float = 0.5
     classes_per_batch: int = 16
     images_per_class: int = 4
     # Use only this many classes (0: all); for smoke runs.
     max_classes: int = 0
+    # Streamed datasets (cub200, cars196, folder:). Training: a random crop of this area
+    # fraction and width/height ratio, resized to image_size, flipped if horizontal_flip.
+    crop_scale: tuple = (0.25, 1.0)
+    crop_ratio: tuple = (0.75, 1.3333333333333333)
+    horizontal_flip: bool = False
+    # Evaluation: the shorter side resized to this, then the centre image_size square
+    # (0: image_size).
+    resize_size: int = 0
+
+    def __post_init__(self):
+        if self.source not in ("auto", "official", "tfds"):
+            raise ConfigError("Config key `data.source` supports: auto, official, tfds. "
+                              f"Received: data.source={self.source!r}")
+        for key, value, upper in (("crop_scale", self.crop_scale, 1.0),
+                                  ("crop_ratio", self.crop_ratio, float("inf"))):
+            numbers = len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
+            if not numbers or not 0.0 < value[0] <= value[1] <= upper:
+                raise ConfigError(f"Config key `data.{key}` must be [low, high] with 0 < low <= "
+                                  f"high{' <= 1' if upper == 1.0 else ''}. "
+                                  f"Received: data.{key}={list(value)}")
+        if self.resize_size and self.resize_size < self.image_size:
+            raise ConfigError("Config key `data.resize_size` must be 0 or at least "
+                              f"data.image_size ({self.image_size}). "
+                              f"Received: data.resize_size={self.resize_size}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,12 +87,16 @@ class LossConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ViewsConfig:
-    # Each entry: {LayerName: {argument: value}}; see dmml_tf/data/views.py.
+    # Each entry: {LayerName: {argument: value}}, a preprocessing layer of keras.layers
+    # (or of keras_cv.layers when keras-cv is installed); see dmml_tf/data/views.py.
     policy: tuple = (
         {"RandomResizedCrop": {"scale": [0.5, 1.0]}},
         {"RandomColorJitter": {"value_range": [0, 255], "brightness_factor": 0.2,
                                "contrast_factor": 0.2, "saturation_factor": [0.4, 0.6]}},
     )
+    # Own policies: one per member (its shadow uses the same) or one per network (members,
+    # then shadows). Empty: every network uses `policy`.
+    network_policies: tuple = ()
 
 
 @dataclasses.dataclass(frozen=True)
