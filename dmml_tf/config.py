@@ -110,13 +110,30 @@ class TrainConfig:
 @dataclasses.dataclass(frozen=True)
 class EvaluateConfig:
     recall_at: tuple = (1, 2, 4, 8)
+    # "scann" or "exact"; ScaNN scores galleries under `exact_below` vectors exactly.
     backend: str = "scann"
+    exact_below: int = 20000
+    # ScaNN's recall against exact search is measured on this many queries.
+    scann_check_queries: int = 1000
     batch_size: int = 256
+    # Evaluate during training every this many epochs (0: only after training).
+    every_epochs: int = 1
+    # The metric that picks the best epoch, `<network>/<metric>`.
+    monitor: str = "ensemble/recall@1"
+    # The retrieval grid picture: this many queries, each with its nearest neighbours.
+    grid_queries: int = 8
+    grid_neighbors: int = 5
 
 
 @dataclasses.dataclass(frozen=True)
 class ExportConfig:
     directory: str = "saved_models"
+    # The network whose embeddings the gallery index holds and `main.py search` uses.
+    gallery_network: str = "ensemble"
+    # Side of the gallery thumbnails kept with the index for search pictures, in px.
+    thumbnail_size: int = 48
+    # Matches printed and drawn by `main.py search`.
+    search_k: int = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,6 +199,11 @@ def _validate(config):
         "cohort.members": config.cohort.members,
         "cohort.ema_every": config.cohort.ema_every,
         "train.epochs": config.train.epochs,
+        "evaluate.batch_size": config.evaluate.batch_size,
+        "evaluate.scann_check_queries": config.evaluate.scann_check_queries,
+        "evaluate.grid_neighbors": config.evaluate.grid_neighbors,
+        "export.thumbnail_size": config.export.thumbnail_size,
+        "export.search_k": config.export.search_k,
     }
     for key, value in positive.items():
         if value < 1:
@@ -198,6 +220,9 @@ def _validate(config):
     if config.loss.mining != "semi_hard":
         raise ConfigError("Config key `loss.mining` supports: semi_hard. "
                           f"Received: loss.mining={config.loss.mining!r}")
+    if config.evaluate.backend not in ("scann", "exact"):
+        raise ConfigError("Config key `evaluate.backend` supports: scann, exact. "
+                          f"Received: evaluate.backend={config.evaluate.backend!r}")
     if any(not isinstance(k, int) or k < 1 for k in config.evaluate.recall_at):
         raise ConfigError("Config key `evaluate.recall_at` must list positive integers. "
                           f"Received: {config.evaluate.recall_at}")

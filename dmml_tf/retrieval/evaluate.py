@@ -1,24 +1,144 @@
-"""Embed the test split with every network and report Recall@K in a table."""
+"""Embed the test split with every network and report retrieval metrics in a table.
+
+Memory stays flat on large galleries: queries are searched one block at a time, the
+exact search scores one block of the gallery matrix at a time, and k-means assigns one
+block of points at a time; no N x N matrix is ever formed.
+"""
 
 import numpy as np
+import tensorflow as tf
 
-from dmml_tf.retrieval.metrics import evaluate_retrieval
+from dmml_tf.retrieval.clustering import kmeans
+from dmml_tf.retrieval.index import EXACT_BELOW, GalleryIndex
+from dmml_tf.retrieval.metrics import (DEFAULT_KS, average_precision_at_r, check_ks,
+                                       normalized_mutual_information, r_precision,
+                                       recall_hits)
+
+# Each block of queries holds at most this many neighbour indices (32 MB as int64).
+_BLOCK_NEIGHBORS = 2**22
 
 
 def embed(network, images, batch_size):
-    """Unit embeddings of uint8 `images`, batch by batch (inference mode)."""
-    batches = [network(images[i:i + batch_size].astype("float32"), training=False).numpy()
-               for i in range(0, len(images), batch_size)]
-    return np.concatenate(batches)
+    """Unit embeddings of `images` in inference mode.
+
+    Args:
+        network: callable. A `keras.Model` mapping float images to embeddings.
+        images: array of shape `(N, H, W, 3)` with pixel values in [0, 255], or a
+            batched `tf.data.Dataset` of such images or of `(images, labels)` pairs.
+        batch_size: int. Batch size for arrays; a dataset keeps its own batches.
+
+    Returns:
+        float32 array of shape `(N, d)`.
+    """
+    if isinstance(images, tf.data.Dataset):
+        batches = (batch[0] if isinstance(batch, tuple) else batch for batch in images)
+    else:
+        batches = (images[i:i + batch_size] for i in range(0, len(images), batch_size))
+    return np.concatenate([network(tf.cast(batch, tf.float32), training=False).numpy()
+                           for batch in batches])
 
 
-def evaluate_networks(networks, images, labels, evaluate_config, log=print):
-    """Recall@K of each named network on `images`, as `{name: {"recall@K": value}}`."""
+def embed_networks(networks, images, batch_size, ensembles=None):
+    """Embeddings of every network; ensembles are assembled from their parts' embeddings.
+
+    Args:
+        networks: dict of name to `keras.Model`.
+        images: as in `embed`.
+        batch_size: int. As in `embed`.
+        ensembles: dict of name to list of network names, or `None`. These networks are
+            not run: their embedding is the parts' embeddings concatenated and
+            re-normalised, which is what `dmml_tf.models.embedder.ensemble` computes.
+            Defaults to `None`.
+
+    Returns:
+        dict of name to float32 array `(N, d)`, in the order of `networks`.
+    """
+    ensembles = ensembles or {}
+    embeddings = {name: embed(network, images, batch_size)
+                  for name, network in networks.items() if name not in ensembles}
+    for name, parts in ensembles.items():
+        joined = np.concatenate([embeddings[part] for part in parts], axis=1)
+        embeddings[name] = joined / np.linalg.norm(joined, axis=1, keepdims=True)
+    return {name: embeddings[name] for name in networks}
+
+
+def retrieval_metrics(embeddings, labels, ks=DEFAULT_KS, backend="scann",
+                      exact_below=EXACT_BELOW, check_queries=1000, seed=0):
+    """Leave-one-out Recall@K, MAP@R, R-Precision and NMI of a set of embeddings.
+
+    The set is its own gallery. Queries whose class has no other image are left out of
+    the retrieval metrics (see `dmml_tf.retrieval.metrics`); NMI clusters every image.
+
+    Args:
+        embeddings: float array of shape `(N, d)`. Unit embeddings of the test split.
+        labels: int array of shape `(N,)`. Their class labels.
+        ks: sequence of int. The cut-offs K of Recall@K. Defaults to `(1, 2, 4, 8)`.
+        backend: str. `"scann"` or `"exact"`; see `GalleryIndex`. Defaults to `"scann"`.
+        exact_below: int. ScaNN scores galleries smaller than this exactly.
+            Defaults to `20000`.
+        check_queries: int. With ScaNN, the recall of its top-max(K) against exact
+            search is measured on this many queries. Defaults to `1000`.
+        seed: int. Seed of k-means and of the checked queries. Defaults to `0`.
+
+    Returns:
+        dict: `recall@K` for each K, `map@r`, `r_precision`, `nmi` and, with ScaNN,
+        `scann_recall@K` (K = max(ks)), each a float in [0, 1].
+    """
+    labels = np.asarray(labels)
+    if labels.shape != (len(embeddings),):
+        raise ValueError("Expected one label per embedding. Received: "
+                         f"labels.shape={labels.shape}, len(embeddings)={len(embeddings)}")
+    check_ks(ks, len(labels) - 1)
+    classes, label_ids, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    relevant_counts = counts[label_ids] - 1
+    queries = np.flatnonzero(relevant_counts > 0)
+    if len(queries) == 0:
+        raise ValueError("No class has two images, so no query has a correct answer. "
+                         f"Received: {len(labels)} labels of {len(classes)} classes")
+    index = GalleryIndex(embeddings, backend=backend, exact_below=exact_below)
+    k = min(len(labels) - 1, max(max(ks), int(relevant_counts.max())))
+    hits, precisions, average_precisions = [], [], []
+    block = max(1, _BLOCK_NEIGHBORS // k)
+    for start in range(0, len(queries), block):
+        ids = queries[start:start + block]
+        neighbors, _ = index.search(index.embeddings[ids], k, query_ids=ids)
+        neighbor_labels, query_labels = labels[neighbors], labels[ids]
+        hits.append(recall_hits(neighbor_labels, query_labels, ks))
+        precisions.append(r_precision(neighbor_labels, query_labels, relevant_counts[ids]))
+        average_precisions.append(
+            average_precision_at_r(neighbor_labels, query_labels, relevant_counts[ids]))
+    hits = np.concatenate(hits)
+    results = {f"recall@{cut}": float(hits[:, i].mean()) for i, cut in enumerate(ks)}
+    results["map@r"] = float(np.concatenate(average_precisions).mean())
+    results["r_precision"] = float(np.concatenate(precisions).mean())
+    clusters = kmeans(index.embeddings, len(classes), seed=seed)
+    results["nmi"] = normalized_mutual_information(labels, clusters)
+    if backend == "scann":
+        results[f"scann_recall@{max(ks)}"] = index.recall_against_exact(
+            index.embeddings[queries], max(ks), queries, check_queries, seed)
+    return results
+
+
+def evaluate_networks(networks, images, labels, evaluate_config, ensembles=None, log=print):
+    """Retrieval metrics of each named network on `images`.
+
+    Args:
+        networks: dict of name to `keras.Model`.
+        images: as in `embed`.
+        labels: int array of shape `(N,)`.
+        evaluate_config: `dmml_tf.config.EvaluateConfig`.
+        ensembles: as in `embed_networks`. Defaults to `None`.
+        log: callable taking one str. Defaults to `print`.
+
+    Returns:
+        dict `{name: {metric: value}}`, in the order of `networks`.
+    """
+    all_embeddings = embed_networks(networks, images, evaluate_config.batch_size, ensembles)
     results = {}
-    for name, network in networks.items():
-        embeddings = embed(network, images, evaluate_config.batch_size)
-        results[name] = evaluate_retrieval(embeddings, labels, evaluate_config.recall_at,
-                                           evaluate_config.backend)
+    for name, embeddings in all_embeddings.items():
+        results[name] = retrieval_metrics(
+            embeddings, labels, evaluate_config.recall_at, evaluate_config.backend,
+            evaluate_config.exact_below, evaluate_config.scann_check_queries)
         log(f"      {name:<28}" + "  ".join(f"{k} {v:.4f}" for k, v in results[name].items()))
     return results
 
@@ -26,8 +146,9 @@ def evaluate_networks(networks, images, labels, evaluate_config, log=print):
 def results_table(results):
     """A fixed-width text table: one row per network, one column per metric."""
     metrics = list(next(iter(results.values())))
+    widths = [max(11, len(metric) + 2) for metric in metrics]
     width = max(len(name) for name in results) + 2
-    lines = [f"{'network':<{width}}" + "".join(f"{m:>11}" for m in metrics)]
-    lines += [f"{name:<{width}}" + "".join(f"{values[m]:>11.4f}" for m in metrics)
+    lines = [f"{'network':<{width}}" + "".join(f"{m:>{w}}" for m, w in zip(metrics, widths))]
+    lines += [f"{name:<{width}}" + "".join(f"{values[m]:>{w}.4f}" for m, w in zip(metrics, widths))
               for name, values in results.items()]
     return "\n".join(lines)
