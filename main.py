@@ -52,7 +52,7 @@ def build_data(config):
     from dmml_tf.data.registry import load_dataset
 
     print(f"[1/4] data: {config.data.dataset} at {config.data.image_size} px")
-    splits = load_dataset(config.data, config.seed)
+    splits = load_dataset(config.data, config.seed, config.evaluate.batch_size)
     print(f"      {splits.summary()}")
     return splits
 
@@ -61,7 +61,7 @@ def fit_cohort(config, splits, run_directory):
     import keras
     import tensorflow as tf
 
-    from dmml_tf.data.sampler import class_balanced_dataset, steps_per_epoch
+    from dmml_tf.data.sampler import steps_per_epoch
     from dmml_tf.training.cohort import build_cohort
 
     data_config = config.data
@@ -73,9 +73,7 @@ def fit_cohort(config, splits, run_directory):
                             data_config.images_per_class)
     if config.train.max_steps_per_epoch:
         steps = min(steps, config.train.max_steps_per_epoch)
-    dataset = class_balanced_dataset(splits.train_images, splits.train_labels,
-                                     data_config.classes_per_batch, data_config.images_per_class,
-                                     config.seed)
+    dataset = splits.training_dataset(config.seed, strategy.num_replicas_in_sync)
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.ModelCheckpoint(str(run_directory / "dm2.weights.h5"), save_weights_only=True),

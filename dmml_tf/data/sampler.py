@@ -3,11 +3,17 @@
 Each epoch, every class's images are shuffled and cut into chunks of K; a short last
 chunk is topped up with other images of the same class (a class with fewer than K images
 repeats its images, so it is still used). Chunks are shuffled and P of them form a batch,
-so every training image appears at least once per epoch.
+so every training image appears once per epoch, plus the few repeats that fill the short
+chunks and the last batch.
+
+The same index batches drive every dataset: in-memory arrays (`class_balanced_dataset`)
+and encoded images streamed from files or TFDS records (`dmml_tf.data.pipeline`).
 """
 
 import numpy as np
 import tensorflow as tf
+
+from dmml_tf.errors import ConfigError
 
 
 def class_chunks(labels, images_per_class, rng):
@@ -45,6 +51,24 @@ def steps_per_epoch(labels, classes_per_batch, images_per_class):
     return -(-chunks // classes_per_batch)
 
 
+def batch_indices(labels, classes_per_batch, images_per_class, seed):
+    """Endless generator of P x K index batches, epoch after epoch, deterministic for `seed`."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    while True:
+        yield from epoch_batches(labels, classes_per_batch, images_per_class, rng)
+
+
+def check_replicas(classes_per_batch, images_per_class, replicas):
+    """Raise a ConfigError unless the global batch splits evenly across `replicas`."""
+    if (classes_per_batch * images_per_class) % replicas:
+        raise ConfigError(
+            f"The global batch (data.classes_per_batch x data.images_per_class = "
+            f"{classes_per_batch} x {images_per_class}) must split evenly across {replicas} "
+            "replicas; change data.classes_per_batch. "
+            f"Received: data.classes_per_batch={classes_per_batch}")
+
+
 def class_balanced_dataset(images, labels, classes_per_batch, images_per_class, seed):
     """Endless `tf.data.Dataset` of `(images, labels)` P x K batches from in-memory arrays.
 
@@ -58,10 +82,8 @@ def class_balanced_dataset(images, labels, classes_per_batch, images_per_class, 
     labels = np.asarray(labels)
 
     def generate():
-        rng = np.random.default_rng(seed)
-        while True:
-            for batch in epoch_batches(labels, classes_per_batch, images_per_class, rng):
-                yield images[batch], labels[batch].astype(np.int32)
+        for batch in batch_indices(labels, classes_per_batch, images_per_class, seed):
+            yield images[batch], labels[batch].astype(np.int32)
 
     batch_size = classes_per_batch * images_per_class
     signature = (
