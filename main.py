@@ -10,7 +10,6 @@ Writes `<run_directory>/<dataset>/` (resolved config, checkpoint, metrics) and
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -62,27 +61,32 @@ def fit_cohort(config, splits, run_directory):
     import tensorflow as tf
 
     from dmml_tf.data.sampler import steps_per_epoch
+    from dmml_tf.training.checkpoints import NonFiniteLossGuard, ResumableCheckpoint, StepTensorBoard
     from dmml_tf.training.cohort import build_cohort
+    from dmml_tf.training.optimizers import LearningRateLogger
 
     data_config = config.data
-    print(f"[2/4] training a cohort of {config.cohort.members} {config.model.backbone} members")
+    backbones = ", ".join(config.model.backbone_of(m) for m in range(config.cohort.members))
+    print(f"[2/4] training a cohort of {config.cohort.members} members ({backbones})")
     strategy = tf.distribute.MirroredStrategy()
-    with strategy.scope():
-        model = build_cohort(config)
     steps = steps_per_epoch(splits.train_labels, data_config.classes_per_batch,
                             data_config.images_per_class)
     if config.train.max_steps_per_epoch:
         steps = min(steps, config.train.max_steps_per_epoch)
+    with strategy.scope():
+        model = build_cohort(config, steps)
     dataset = splits.training_dataset(config.seed, strategy.num_replicas_in_sync)
+    backup = run_directory / "backup"  # a killed run resumes from here
     callbacks = [
-        keras.callbacks.TerminateOnNaN(),
+        NonFiniteLossGuard(backup),  # first, so a diverged step is never saved
+        ResumableCheckpoint(backup, config.train.checkpoint_every_steps),
+        LearningRateLogger(),
+        StepTensorBoard(str(run_directory / "tensorboard"), update_freq=config.train.log_every_steps),
         keras.callbacks.ModelCheckpoint(str(run_directory / "dm2.weights.h5"), save_weights_only=True),
-        keras.callbacks.CSVLogger(str(run_directory / "history.csv")),
+        keras.callbacks.CSVLogger(str(run_directory / "history.csv"), append=backup.exists()),
     ]
-    history = model.fit(dataset, epochs=config.train.epochs, steps_per_epoch=steps,
-                        callbacks=callbacks, shuffle=False, verbose=2)
-    if not math.isfinite(history.history["loss"][-1]):
-        raise DMMLError("Training stopped on a non-finite loss; lower train.learning_rate.")
+    model.fit(dataset, epochs=config.train.epochs, steps_per_epoch=steps, callbacks=callbacks,
+              shuffle=False, verbose=2)
     return model
 
 
@@ -92,7 +96,7 @@ def evaluate(config, model, splits, run_directory):
     from dmml_tf.retrieval.evaluate import evaluate_networks, results_table
 
     print(f"[3/4] evaluating on {len(splits.test_labels)} test images ({config.evaluate.backend})")
-    baseline = pooled_features(build_backbone(config.model.backbone, config.model.weights,
+    baseline = pooled_features(build_backbone(config.model.backbone_of(0), config.model.weights_of(0),
                                               config.data.image_size), name="pretrained")
     networks = {"pretrained (not fine-tuned)": baseline, **model.networks()}
     results = evaluate_networks(networks, splits.test_images, splits.test_labels, config.evaluate)

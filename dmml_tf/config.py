@@ -58,31 +58,72 @@ class DataConfig:
                               f"Received: data.resize_size={self.resize_size}")
 
 
+def _check_choice(key, value, choices):
+    if value not in choices:
+        raise ConfigError(f"Config key `{key}` supports: {', '.join(choices)}. "
+                          f"Received: {key}={value!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    backbone: str = "mobilenet_v2"
-    weights: str | None = "torchvision"
+    # One backbone for every member, or a list with one per member (a heterogeneous
+    # cohort), e.g. [mobilenet_v2, efficientnet_b0]; names in dmml_tf/models/backbones.py.
+    backbone: str | tuple = "mobilenet_v2"
+    # Pretrained weights, one for all members or a list with one per member:
+    # `torchvision` (mobilenet_v2, offline), `imagenet` (keras.applications; the file must
+    # already be in ~/.keras/models) or null (random initialisation).
+    weights: str | None | tuple = "torchvision"
     embedding_dim: int = 128
     # Backbone BatchNorm in inference mode (frozen statistics, gamma/beta trained).
     freeze_batchnorm: bool = True
+
+    def __post_init__(self):
+        for key, value in (("backbone", self.backbone), ("weights", self.weights)):
+            if isinstance(value, tuple) and not all(isinstance(v, (str, type(None))) for v in value):
+                raise ConfigError(f"Config key `model.{key}` lists one name per member. "
+                                  f"Received: model.{key}={list(value)}")
+
+    def backbone_of(self, member):
+        """The backbone name of member `member`."""
+        return self.backbone[member] if isinstance(self.backbone, tuple) else self.backbone
+
+    def weights_of(self, member):
+        """The pretrained weights of member `member`."""
+        return self.weights[member] if isinstance(self.weights, tuple) else self.weights
 
 
 @dataclasses.dataclass(frozen=True)
 class CohortConfig:
     members: int = 2
+    # Members get their own seeds (heads and randomly initialised backbones).
     model_diversity: bool = True
-    temporal_diversity: bool = True
+    # Who teaches each member: peers (model diversity), shadows (temporal diversity), both.
+    teachers: str = "both"
     view_diversity: bool = True
+    # false: lambda = 0, the members train independently (the baseline).
     mutual: bool = True
+    # tau of the shadows' moving average, warmed up as min(tau, (1 + t) / (10 + t)).
     ema_decay: float = 0.99
+    ema_warmup: bool = True
     ema_every: int = 1
+
+    def __post_init__(self):
+        _check_choice("cohort.teachers", self.teachers, ("peers", "shadows", "both"))
 
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
     margin: float = 0.2
+    # semi_hard | batch_hard | distance_weighted (dmml_tf.losses.triplet.MINERS).
     mining: str = "semi_hard"
+    # lambda: weight of the relational loss, the mean over a member's teachers of
+    # distance_weight * RKD distance + angle_weight * RKD angle.
     relational_weight: float = 10.0
+    distance_weight: float = 1.0
+    angle_weight: float = 0.0
+
+    def __post_init__(self):
+        _check_choice("loss.mining", self.mining, ("semi_hard", "batch_hard", "distance_weighted"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,9 +143,31 @@ class ViewsConfig:
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 5
+    # Adam learning rate of the members' heads, and of the backbones unless
+    # backbone_learning_rate is set (null: the same optimizer trains everything).
     learning_rate: float = 1e-4
+    backbone_learning_rate: float | None = None
+    # Decoupled weight decay of every trainable weight (0: none).
+    weight_decay: float = 0.0
+    # constant | step (times step_factor at each epoch in step_epochs) | cosine (to 0 at
+    # the last step).
+    schedule: str = "constant"
+    step_epochs: tuple = ()
+    step_factor: float = 0.1
+    # Save a checkpoint that a killed run resumes from every this many steps.
+    checkpoint_every_steps: int = 50
+    # Write the loss terms and learning rates to TensorBoard every this many steps.
+    log_every_steps: int = 10
+    # XLA-compile the train step (slower on CPU with depthwise convolutions).
+    jit_compile: bool = False
     # Stop each epoch after this many steps (0: a full pass); for smoke runs.
     max_steps_per_epoch: int = 0
+
+    def __post_init__(self):
+        _check_choice("train.schedule", self.schedule, ("constant", "step", "cosine"))
+        if any(not isinstance(e, int) or e < 1 for e in self.step_epochs):
+            raise ConfigError("Config key `train.step_epochs` must list positive epochs. "
+                              f"Received: train.step_epochs={list(self.step_epochs)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,6 +262,8 @@ def _validate(config):
         "cohort.members": config.cohort.members,
         "cohort.ema_every": config.cohort.ema_every,
         "train.epochs": config.train.epochs,
+        "train.checkpoint_every_steps": config.train.checkpoint_every_steps,
+        "train.log_every_steps": config.train.log_every_steps,
         "evaluate.batch_size": config.evaluate.batch_size,
         "evaluate.scann_check_queries": config.evaluate.scann_check_queries,
         "evaluate.grid_neighbors": config.evaluate.grid_neighbors,
@@ -217,9 +282,11 @@ def _validate(config):
     if not 0.0 <= config.cohort.ema_decay < 1.0:
         raise ConfigError("Config key `cohort.ema_decay` must be in [0, 1). "
                           f"Received: cohort.ema_decay={config.cohort.ema_decay}")
-    if config.loss.mining != "semi_hard":
-        raise ConfigError("Config key `loss.mining` supports: semi_hard. "
-                          f"Received: loss.mining={config.loss.mining!r}")
+    for key, value in (("backbone", config.model.backbone), ("weights", config.model.weights)):
+        if isinstance(value, tuple) and len(value) != config.cohort.members:
+            raise ConfigError(f"Config key `model.{key}` lists {len(value)} entries for "
+                              f"{config.cohort.members} members (cohort.members); give one per "
+                              f"member or a single value. Received: model.{key}={list(value)}")
     if config.evaluate.backend not in ("scann", "exact"):
         raise ConfigError("Config key `evaluate.backend` supports: scann, exact. "
                           f"Received: evaluate.backend={config.evaluate.backend!r}")

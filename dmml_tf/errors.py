@@ -15,3 +15,7 @@ class DataError(DMMLError):
 
 class WeightsError(DMMLError):
     """Pretrained weights are missing, unreadable or unsafe."""
+
+
+class TrainingError(DMMLError):
+    """Training diverged (a non-finite loss); the message says what was kept."""

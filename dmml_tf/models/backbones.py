@@ -1,11 +1,14 @@
 """Backbone registry: config name -> a Keras model from images to a feature map.
 
 Every backbone takes float32 NHWC pixel values in [0, 255] and normalises internally.
+`mobilenet_v2` loads offline torchvision ImageNet weights; `efficientnet_b0` and
+`resnet50_v2` come from keras.applications (`weights: imagenet` or null); `tiny_cnn` is
+for tests.
 """
 
 import keras
 
-from dmml_tf.errors import ConfigError
+from dmml_tf.errors import ConfigError, WeightsError
 from dmml_tf.models.mobilenet_v2 import mobilenet_v2
 
 
@@ -28,7 +31,38 @@ def _mobilenet_v2(input_shape, weights, name, seed):
     return mobilenet_v2(input_shape=input_shape, weights=weights, include_top=False, name=name)
 
 
-BACKBONES = {"mobilenet_v2": _mobilenet_v2, "tiny_cnn": tiny_cnn}
+def _keras_application(constructor, rescale):
+    """A `keras.applications` network without its classifier, fed [0, 255] pixels.
+
+    Args:
+        constructor: callable. E.g. `keras.applications.EfficientNetB0`.
+        rescale: bool. Map pixels to [-1, 1] first (networks without their own
+            preprocessing layers); `False` for networks that normalise internally.
+    """
+    def build(input_shape, weights, name, seed):
+        del seed  # random initialisation draws from the global seed (keras.utils.set_random_seed)
+        if weights not in (None, "imagenet"):
+            raise ConfigError(f"Backbone `{constructor.__name__}` takes weights `imagenet` or null. "
+                              f"Received: model.weights={weights!r}")
+        try:
+            network = constructor(include_top=False, weights=weights, input_shape=input_shape)
+        except Exception as error:  # keras.utils.get_file fails without internet
+            raise WeightsError(f"ImageNet weights of {constructor.__name__} could not be loaded "
+                               f"({error}). Put the file keras.applications downloads in "
+                               "~/.keras/models, or set model.weights=null.") from None
+        inputs = keras.Input(input_shape)
+        x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(inputs) if rescale else inputs
+        return keras.Model(inputs, network(x), name=name)
+
+    return build
+
+
+BACKBONES = {
+    "mobilenet_v2": _mobilenet_v2,
+    "tiny_cnn": tiny_cnn,
+    "efficientnet_b0": _keras_application(keras.applications.EfficientNetB0, rescale=False),
+    "resnet50_v2": _keras_application(keras.applications.ResNet50V2, rescale=True),
+}
 
 
 def build_backbone(name, weights, image_size, model_name=None, seed=0):

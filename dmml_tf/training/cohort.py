@@ -1,40 +1,52 @@
-"""Build a compiled `DM2Model` from the config: members, views, optimizer."""
-
-import keras
+"""Build a compiled `DM2Model` from the config: members, views, optimizers."""
 
 from dmml_tf.data.views import build_views
 from dmml_tf.models.backbones import build_backbone
 from dmml_tf.models.embedder import build_embedder
 from dmml_tf.training.dm2 import DM2Model
+from dmml_tf.training.optimizers import build_optimizers
 
 
 def build_members(config):
-    """One embedder per member. With model diversity each head gets its own seed."""
+    """One embedder per member, each with its own backbone in a heterogeneous cohort.
+    With model diversity each member's head gets its own seed."""
     members = []
     for m in range(config.cohort.members):
         seed = config.seed + m if config.cohort.model_diversity else config.seed
-        backbone = build_backbone(config.model.backbone, config.model.weights,
+        backbone = build_backbone(config.model.backbone_of(m), config.model.weights_of(m),
                                   config.data.image_size, f"backbone{m}", seed)
         members.append(build_embedder(backbone, config.model.embedding_dim, seed,
                                       config.model.freeze_batchnorm, name=f"member{m}"))
     return members
 
 
-def build_cohort(config):
-    """A compiled `DM2Model`; call inside the distribution strategy's scope."""
+def build_cohort(config, steps_per_epoch):
+    """A compiled `DM2Model`; call inside the distribution strategy's scope.
+
+    Args:
+        config: `dmml_tf.config.Config`.
+        steps_per_epoch: int. Places the learning-rate schedule's milestones.
+    """
     views = build_views(config.views, config.cohort.members, config.seed)
+    loss, cohort = config.loss, config.cohort
     model = DM2Model(
         build_members(config),
         views,
-        margin=config.loss.margin,
-        relational_weight=config.loss.relational_weight,
-        model_diversity=config.cohort.model_diversity,
-        temporal_diversity=config.cohort.temporal_diversity,
-        view_diversity=config.cohort.view_diversity,
-        mutual=config.cohort.mutual,
-        ema_decay=config.cohort.ema_decay,
-        ema_every=config.cohort.ema_every,
+        margin=loss.margin,
+        mining=loss.mining,
+        relational_weight=loss.relational_weight,
+        distance_weight=loss.distance_weight,
+        angle_weight=loss.angle_weight,
+        teachers=cohort.teachers,
+        view_diversity=cohort.view_diversity,
+        mutual=cohort.mutual,
+        ema_decay=cohort.ema_decay,
+        ema_warmup=cohort.ema_warmup,
+        ema_every=cohort.ema_every,
+        seed=config.seed,
         name="dm2",
     )
-    model.compile(optimizer=keras.optimizers.Adam(config.train.learning_rate))
+    optimizer, backbone_optimizer = build_optimizers(config.train, steps_per_epoch)
+    model.compile(optimizer=optimizer, backbone_optimizer=backbone_optimizer,
+                  jit_compile=config.train.jit_compile)
     return model

@@ -5,18 +5,22 @@ defines it. Each training step:
 
 1. views: every network (member or shadow) gets its own augmented view of the batch;
 2. forward: members in training mode, shadows in inference mode (never differentiated);
+   embeddings and labels are gathered from all replicas, so the losses see the global batch;
 3. losses: per member, triplet loss on its embeddings plus lambda times the mean
-   relational distance loss towards each of its teachers (its peers and all shadows);
-4. one optimizer step for all members;
-5. shadows move towards their members by an exponential moving average.
+   relational loss towards each of its teachers (its peers, the shadows, or both);
+4. one optimizer step (or two: heads and backbones with their own learning rates);
+5. shadows move towards their members by an exponential moving average;
+6. trackers: the total loss and every member's triplet and relational terms.
 """
 
 import keras
 import tensorflow as tf
 
-from dmml_tf.losses.relational import relational_distance_loss
-from dmml_tf.losses.triplet import triplet_semi_hard_loss
+from dmml_tf.losses.relational import relational_loss
+from dmml_tf.losses.triplet import check_mining, triplet_loss
 from dmml_tf.models.embedder import ensemble
+
+TEACHERS = ("peers", "shadows", "both")
 
 
 def make_shadow(member):
@@ -46,16 +50,31 @@ class DM2Model(keras.Model):
             then shadows (length 2 * len(members)); each must accept `training=`.
             `None` means no augmentation. Defaults to `None`.
         margin: float. Triplet margin. Defaults to `0.2`.
+        mining: str. Triplet mining: `"semi_hard"`, `"batch_hard"` or
+            `"distance_weighted"`. Defaults to `"semi_hard"`.
         relational_weight: float. lambda, the weight of the relational loss.
             Defaults to `1.0`.
-        model_diversity: bool. Peers teach each member. Defaults to `True`.
-        temporal_diversity: bool. Shadows teach each member. Defaults to `True`.
+        distance_weight: float. Weight of the RKD distance term inside the relational
+            loss. Defaults to `1.0`.
+        angle_weight: float. Weight of the RKD angle term inside the relational loss.
+            Defaults to `0.0`.
+        teachers: str. Who teaches each member: `"peers"` (the other members, model
+            diversity), `"shadows"` (every member's shadow, temporal diversity) or
+            `"both"`. Defaults to `"both"`.
         view_diversity: bool. Each network sees its own view; off, all see the first
             network's view. Defaults to `True`.
         mutual: bool. Use the relational loss at all; off, members train independently
             (the baseline). Defaults to `True`.
         ema_decay: float. tau of the shadows' moving average. Defaults to `0.999`.
+        ema_warmup: bool. Use tau_t = min(tau, (1 + t) / (10 + t)) so shadows follow
+            closely early on. Defaults to `True`.
         ema_every: int. Update the shadows every this many steps. Defaults to `1`.
+        seed: int. Seed of the sampling miners (with the step count, so the stream
+            resumes exactly from a checkpoint). Defaults to `0`.
+
+    Call `compile(optimizer=...)` as usual; `compile(optimizer=..., backbone_optimizer=...)`
+    trains each member's layer named `head` with `optimizer` and everything else with
+    `backbone_optimizer` (e.g. a smaller learning rate for pretrained backbones).
 
     Example:
     ```python
@@ -66,10 +85,15 @@ class DM2Model(keras.Model):
     ```
     """
 
-    def __init__(self, members, views=None, margin=0.2, relational_weight=1.0,
-                 model_diversity=True, temporal_diversity=True, view_diversity=True,
-                 mutual=True, ema_decay=0.999, ema_every=1, **kwargs):
+    def __init__(self, members, views=None, margin=0.2, mining="semi_hard",
+                 relational_weight=1.0, distance_weight=1.0, angle_weight=0.0,
+                 teachers="both", view_diversity=True, mutual=True, ema_decay=0.999,
+                 ema_warmup=True, ema_every=1, seed=0, **kwargs):
         super().__init__(**kwargs)
+        check_mining(mining)
+        if teachers not in TEACHERS:
+            raise ValueError(f"`teachers` must be one of {', '.join(TEACHERS)}. "
+                             f"Received: teachers={teachers!r}")
         self.members = list(members)
         self.shadows = [make_shadow(member) for member in self.members]
         networks = 2 * len(self.members)
@@ -78,18 +102,52 @@ class DM2Model(keras.Model):
             raise ValueError(f"`views` needs one entry per network ({networks}). "
                              f"Received: len(views)={len(self.views)}")
         self.margin = margin
+        self.mining = mining
         self.relational_weight = relational_weight
-        self.model_diversity = model_diversity
-        self.temporal_diversity = temporal_diversity
+        self.distance_weight = distance_weight
+        self.angle_weight = angle_weight
+        self.teachers = teachers
         self.view_diversity = view_diversity
         self.mutual = mutual
         self.ema_decay = ema_decay
+        self.ema_warmup = ema_warmup
         self.ema_every = ema_every
+        self.seed = seed
+        self.backbone_optimizer = None
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.term_trackers = {
             f"member{m}_{term}": keras.metrics.Mean(name=f"member{m}_{term}")
             for m in range(len(self.members)) for term in ("triplet", "relational")
         }
+
+    def compile(self, optimizer="adam", backbone_optimizer=None, **kwargs):
+        """`keras.Model.compile`, plus an optional second optimizer for the backbones.
+
+        Args:
+            optimizer: keras optimizer or str. Trains every weight, or only the members'
+                `head` layers when `backbone_optimizer` is given. Defaults to `"adam"`.
+            backbone_optimizer: keras optimizer or None. Trains every weight outside the
+                `head` layers. Defaults to `None`.
+        """
+        super().compile(optimizer=optimizer, **kwargs)
+        self.backbone_optimizer = backbone_optimizer
+        if backbone_optimizer is not None:
+            for member in self.members:
+                if "head" not in [layer.name for layer in member.layers]:
+                    raise ValueError("With a `backbone_optimizer`, every member needs a layer "
+                                     f"named `head`. Received: member {member.name!r} with "
+                                     f"layers {[layer.name for layer in member.layers]}")
+            for optimizer, variables in self.optimizer_groups():
+                optimizer.build(variables)
+
+    def optimizer_groups(self):
+        """`[(optimizer, variables)]`: all weights, or heads and backbones apart."""
+        if self.backbone_optimizer is None:
+            return [(self.optimizer, self.trainable_weights)]
+        heads = [v for member in self.members for v in member.get_layer("head").trainable_weights]
+        head_ids = {id(v) for v in heads}
+        backbones = [v for v in self.trainable_weights if id(v) not in head_ids]
+        return [(self.optimizer, heads), (self.backbone_optimizer, backbones)]
 
     def build(self, input_shape=None):
         # Members, shadows and views are built when constructed.
@@ -119,21 +177,30 @@ class DM2Model(keras.Model):
             return [self.views[0](images, training=True)] * len(self.views)
         return [view(images, training=True) for view in self.views]
 
-    def teachers(self, m, member_embeddings, shadow_embeddings):
-        """Teachers of member m: its peers (model diversity) and all shadows (temporal);
-        none when `mutual` is off."""
+    def shadows_teach(self):
+        return self.mutual and self.teachers in ("shadows", "both")
+
+    def teachers_of(self, m, member_embeddings, shadow_embeddings):
+        """Teachers of member m: its peers, all shadows, or both; none when `mutual` is
+        off."""
         if not self.mutual:
             return []
         peers = [z for n, z in enumerate(member_embeddings) if n != m]
-        return (peers if self.model_diversity else []) + list(shadow_embeddings)
+        return {"peers": peers, "shadows": list(shadow_embeddings),
+                "both": peers + list(shadow_embeddings)}[self.teachers]
 
-    def cohort_losses(self, labels, member_embeddings, shadow_embeddings):
-        """Total loss and each member's terms, on the global batch."""
+    def cohort_losses(self, labels, member_embeddings, shadow_embeddings, step=0):
+        """Total loss and each member's terms, on the global batch.
+
+        Args:
+            step: int or int tensor. Seeds the sampling miners with the member index.
+        """
         terms = {}
         for m, z in enumerate(member_embeddings):
-            terms[f"member{m}_triplet"] = triplet_semi_hard_loss(labels, z, self.margin)
-            teachers = self.teachers(m, member_embeddings, shadow_embeddings)
-            relational = [relational_distance_loss(z, teacher) for teacher in teachers]
+            seed = tf.stack([tf.constant(self.seed + m, "int64"), tf.cast(step, "int64")])
+            terms[f"member{m}_triplet"] = triplet_loss(labels, z, self.margin, self.mining, seed)
+            relational = [relational_loss(z, teacher, self.distance_weight, self.angle_weight)
+                          for teacher in self.teachers_of(m, member_embeddings, shadow_embeddings)]
             terms[f"member{m}_relational"] = tf.reduce_mean(relational) if relational else 0.0
         total = sum(terms[f"member{m}_triplet"] + self.relational_weight * terms[f"member{m}_relational"]
                     for m in range(len(member_embeddings)))
@@ -141,37 +208,42 @@ class DM2Model(keras.Model):
 
     def train_step(self, data):
         images, labels = data
-        views = self.make_views(images)
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         labels = gather_global(labels)
-
-        # Shadows teach only; skip their forward pass when nobody listens.
-        shadow_embeddings = []
-        if self.mutual and self.temporal_diversity:
-            shadow_embeddings = [gather_global(tf.stop_gradient(shadow(view, training=False)))
-                                 for shadow, view in zip(self.shadows, views[len(self.members):])]
+        # 1. views: one augmented view of the local batch per network (members, then shadows).
+        views = self.make_views(images)
+        # 2. forward, gathered over replicas; shadows only when they teach.
+        shadow_embeddings = [gather_global(tf.stop_gradient(shadow(view, training=False)))
+                             for shadow, view in zip(self.shadows, views[len(self.members):])
+                             if self.shadows_teach()]
+        groups = self.optimizer_groups()
         with tf.GradientTape() as tape:
             member_embeddings = [gather_global(member(view, training=True))
                                  for member, view in zip(self.members, views)]
-            total, terms = self.cohort_losses(labels, member_embeddings, shadow_embeddings)
-            # Every replica computes the global loss; the optimizer sums their gradients.
-            scaled = total / replicas
-
-        gradients = tape.gradient(scaled, self.trainable_weights)
-        self.optimizer.apply(gradients, self.trainable_weights)
+            # 3. losses on the global batch.
+            total, terms = self.cohort_losses(labels, member_embeddings, shadow_embeddings,
+                                              self.optimizer.iterations)
+            # Every replica computes the global loss and the optimizer sums their gradients.
+            scaled = total / tf.distribute.get_strategy().num_replicas_in_sync
+        # 4. optimizer step(s).
+        gradients = tape.gradient(scaled, [variables for _, variables in groups])
+        for (optimizer, variables), group_gradients in zip(groups, gradients):
+            optimizer.apply(group_gradients, variables)
+        # 5. shadows follow their members.
         self.update_shadows()
-
+        # 6. trackers.
         self.loss_tracker.update_state(total)
         for name, value in terms.items():
             self.term_trackers[name].update_state(value)
         return {metric.name: metric.result() for metric in self.metrics}
 
     def shadow_decay(self):
-        """tau_t = min(tau, (1 + t) / (10 + t)) with t counting shadow updates; 1 (no
-        change) on the steps between updates when `ema_every` > 1."""
+        """tau_t = min(tau, (1 + t) / (10 + t)) with t counting shadow updates (tau with
+        `ema_warmup` off); 1 (no change) between updates when `ema_every` > 1."""
         step = tf.cast(self.optimizer.iterations, "float32")
         updates = tf.floor(step / self.ema_every)
-        decay = tf.minimum(self.ema_decay, (1.0 + updates) / (10.0 + updates))
+        decay = tf.constant(self.ema_decay, "float32")
+        if self.ema_warmup:
+            decay = tf.minimum(decay, (1.0 + updates) / (10.0 + updates))
         due = tf.equal(tf.math.floormod(step, self.ema_every), 0.0)
         return tf.where(due, decay, 1.0)
 
@@ -198,13 +270,17 @@ class DM2Model(keras.Model):
             "members": [keras.saving.serialize_keras_object(m) for m in self.members],
             "views": [keras.saving.serialize_keras_object(v) for v in self.views],
             "margin": self.margin,
+            "mining": self.mining,
             "relational_weight": self.relational_weight,
-            "model_diversity": self.model_diversity,
-            "temporal_diversity": self.temporal_diversity,
+            "distance_weight": self.distance_weight,
+            "angle_weight": self.angle_weight,
+            "teachers": self.teachers,
             "view_diversity": self.view_diversity,
             "mutual": self.mutual,
             "ema_decay": self.ema_decay,
+            "ema_warmup": self.ema_warmup,
             "ema_every": self.ema_every,
+            "seed": self.seed,
         }
 
     @classmethod

@@ -5,8 +5,8 @@ import tensorflow as tf
 
 from dmml_tf.config import ViewsConfig
 from dmml_tf.data.views import build_view
-from dmml_tf.losses.relational import relational_distance_loss
-from dmml_tf.losses.triplet import triplet_semi_hard_loss
+from dmml_tf.losses.relational import relational_angle_loss, relational_distance_loss
+from dmml_tf.losses.triplet import triplet_loss
 from dmml_tf.models.backbones import tiny_cnn
 from dmml_tf.models.embedder import build_embedder
 from dmml_tf.training.dm2 import DM2Model
@@ -14,9 +14,9 @@ from dmml_tf.training.dm2 import DM2Model
 SIZE = 32
 
 
-def make_model(views=None, **kwargs):
+def make_model(views=None, members=2, **kwargs):
     members = [build_embedder(tiny_cnn((SIZE, SIZE, 3), seed=s), 8, seed=s, name=f"member{s}")
-               for s in (0, 1)]
+               for s in range(members)]
     return DM2Model(members, views, **kwargs)
 
 
@@ -28,34 +28,39 @@ def batch():
     return images, labels
 
 
-def test_total_loss_is_triplet_plus_lambda_times_mean_over_teachers(batch):
+@pytest.mark.parametrize("mining", ["semi_hard", "batch_hard", "distance_weighted"])
+def test_total_loss_is_triplet_plus_lambda_times_mean_over_teachers(batch, mining):
     images, labels = batch
-    model = make_model(relational_weight=3.0)
+    model = make_model(relational_weight=3.0, angle_weight=0.5, mining=mining, seed=4)
     z = [member(images) for member in model.members]
     zbar = [shadow(images) for shadow in model.shadows]
-    total, terms = model.cohort_losses(labels, z, zbar)
+    total, terms = model.cohort_losses(labels, z, zbar, step=7)
     expected = 0.0
     for m in range(2):
         teachers = [z[1 - m], *zbar]  # the peer, then both shadows
-        relational = np.mean([relational_distance_loss(z[m], t).numpy() for t in teachers])
-        triplet = triplet_semi_hard_loss(labels, z[m]).numpy()
+        relational = np.mean([relational_distance_loss(z[m], t).numpy()
+                              + 0.5 * relational_angle_loss(z[m], t).numpy() for t in teachers])
+        triplet = triplet_loss(labels, z[m], 0.2, mining, seed=(4 + m, 7)).numpy()
         np.testing.assert_allclose(terms[f"member{m}_relational"].numpy(), relational, rtol=1e-6)
+        np.testing.assert_allclose(terms[f"member{m}_triplet"].numpy(), triplet, rtol=1e-6)
         expected += triplet + 3.0 * relational
     np.testing.assert_allclose(total.numpy(), expected, rtol=1e-6)
 
 
 @pytest.mark.parametrize(
-    "switches, teacher_count",
-    [({}, 3), ({"model_diversity": False}, 2), ({"temporal_diversity": False}, 1),
-     ({"mutual": False}, 0)],
-    ids=["all", "no_model_diversity", "no_temporal_diversity", "not_mutual"],
+    "switches, expected",
+    [({}, ["z1", "z2", "s0", "s1", "s2"]), ({"teachers": "peers"}, ["z1", "z2"]),
+     ({"teachers": "shadows"}, ["s0", "s1", "s2"]), ({"mutual": False}, [])],
+    ids=["both", "peers", "shadows", "not_mutual"],
 )
-def test_switches_select_teachers(batch, switches, teacher_count):
-    model = make_model(**switches)
-    z = ["z0", "z1"]
-    shadows = [] if not model.temporal_diversity else ["s0", "s1"]
-    assert len(model.teachers(0, z, shadows)) == teacher_count
-    assert "z0" not in model.teachers(0, z, shadows)
+def test_switches_select_teachers(switches, expected):
+    model = make_model(members=3, **switches)
+    assert model.teachers_of(0, ["z0", "z1", "z2"], ["s0", "s1", "s2"]) == expected
+
+
+def test_unknown_teachers_are_rejected():
+    with pytest.raises(ValueError, match="Received: teachers='shadow'"):
+        make_model(teachers="shadow")
 
 
 def test_teachers_receive_no_gradient_from_the_student(batch):
@@ -73,15 +78,16 @@ def test_teachers_receive_no_gradient_from_the_student(batch):
     assert not any(shadow.trainable_weights for shadow in model.shadows)
 
 
-def test_shadow_follows_ema_with_warmup(batch):
+@pytest.mark.parametrize("warmup, decay", [(True, 2.0 / 11.0), (False, 0.9)],
+                         ids=["warmup", "no_warmup"])
+def test_shadow_follows_ema(batch, warmup, decay):
     images, labels = batch
-    model = make_model(ema_decay=0.999)
+    model = make_model(ema_decay=0.9, ema_warmup=warmup)
     model.compile(optimizer=keras.optimizers.SGD(0.5))
     before = [w.copy() for w in model.shadows[0].get_weights()]
     model.fit(images, labels, batch_size=16, epochs=1, verbose=0, shuffle=False)
     after_member = model.members[0].get_weights()
-    # One update: t = 1, tau_1 = min(0.999, 2 / 11).
-    decay = 2.0 / 11.0
+    # One update: t = 1, tau_1 = min(0.9, 2 / 11) with warm-up, else tau = 0.9.
     moved = 0
     for old, member, shadow in zip(before, after_member, model.shadows[0].get_weights()):
         np.testing.assert_allclose(shadow, decay * old + (1 - decay) * member, rtol=1e-5, atol=1e-6)
@@ -125,3 +131,35 @@ def test_fit_logs_every_term_and_trains(batch):
     assert history.history["loss"][-1] < history.history["loss"][0]
     ensemble = model.networks()["ensemble"](images)
     np.testing.assert_allclose(np.linalg.norm(ensemble, axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("members", [1, 4], ids=["M1", "M4"])
+def test_cohorts_of_one_to_four_members_train(batch, members):
+    images, labels = batch
+    model = make_model(members=members, relational_weight=10.0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    history = model.fit(images, labels, batch_size=16, epochs=2, verbose=0, shuffle=False)
+    assert {f"member{members - 1}_triplet", f"member{members - 1}_relational"} <= set(history.history)
+    assert len(model.shadows) == members
+    assert all(np.isfinite(history.history["loss"]))
+
+
+def test_backbone_optimizer_trains_backbones_at_their_own_rate(batch):
+    images, labels = batch
+    model = make_model()
+    before = [v.numpy().copy() for v in model.trainable_weights]
+    model.compile(optimizer=keras.optimizers.SGD(0.1), backbone_optimizer=keras.optimizers.SGD(0.0))
+    model.fit(images, labels, batch_size=16, epochs=1, verbose=0, shuffle=False)
+    head_ids = {id(v) for member in model.members for v in member.get_layer("head").weights}
+    moved = [(id(v) in head_ids, not np.array_equal(old, v.numpy()))
+             for old, v in zip(before, model.trainable_weights)]
+    assert sorted(moved) == [(False, False)] * 16 + [(True, True)] * 4  # heads: 2 kernels, 2 biases
+    assert int(model.backbone_optimizer.iterations) == int(model.optimizer.iterations) == 1
+
+
+def test_backbone_optimizer_needs_a_head_layer():
+    inputs = keras.Input((SIZE, SIZE, 3))
+    outputs = keras.layers.UnitNormalization()(keras.layers.Dense(4)(keras.layers.Flatten()(inputs)))
+    model = DM2Model([keras.Model(inputs, outputs, name="plain")])
+    with pytest.raises(ValueError, match="needs a layer named `head`"):
+        model.compile(optimizer="adam", backbone_optimizer="adam")
