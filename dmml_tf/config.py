@@ -162,9 +162,13 @@ class TrainConfig:
     jit_compile: bool = False
     # Stop each epoch after this many steps (0: a full pass); for smoke runs.
     max_steps_per_epoch: int = 0
+    # mirrored (this machine's devices) | multi_worker (the hosts in TF_CONFIG; README:
+    # Training on several machines); dmml_tf/training/distribute.py.
+    strategy: str = "mirrored"
 
     def __post_init__(self):
         _check_choice("train.schedule", self.schedule, ("constant", "step", "cosine"))
+        _check_choice("train.strategy", self.strategy, ("mirrored", "multi_worker"))
         if any(not isinstance(e, int) or e < 1 for e in self.step_epochs):
             raise ConfigError("Config key `train.step_epochs` must list positive epochs. "
                               f"Received: train.step_epochs={list(self.step_epochs)}")
