@@ -2,40 +2,51 @@
 
 TF Serving watches a model's base directory and serves the highest integer-named
 version directory it finds, so a version must appear whole or not at all: it is
-written to a hidden sibling directory and renamed into place.
+written to a hidden sibling directory and renamed into place (`dmml_tf.files`).
+
+Two signatures, both returning `{"embeddings": float32 (batch, d)}` of unit length:
+
+- `serving_default`: `images`, float32 `(batch, S, S, 3)`, RGB pixel values in [0, 255];
+- `serve_bytes`: `image_bytes`, string `(batch,)`, each an encoded JPEG, PNG, GIF or BMP
+  file of any size. Decoding and the evaluation transform
+  (`dmml_tf.data.pipeline.evaluation_transform`, the very function evaluation uses) run
+  inside the graph. An input that is not such an image fails the request with an
+  `InvalidArgumentError` naming the bad inputs; the model server keeps running.
 """
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import tensorflow as tf
 
+from dmml_tf.data.pipeline import evaluation_transform
 from dmml_tf.errors import ConfigError
+from dmml_tf.files import atomic_directory
 
 SIGNATURE_KEY = "serving_default"
+BYTES_SIGNATURE_KEY = "serve_bytes"
 METADATA_FILE = "dmml.json"
+# The first bytes of the formats `decode_rgb` reads.
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
 
 
 class _ServingModule(tf.Module):
-    """Holds the embedder and its serving function, so both are saved together."""
+    """Holds the embedder and its serving functions, so all are saved together."""
 
-    def __init__(self, model, image_size):
+    def __init__(self, model, image_size, resize_size):
         super().__init__()
         self.model = model
+        # Track the backing tf.Variables themselves: a SavedModel loaded by SignatureDef
+        # in a TF1 session (TF Serving, `saved_model_cli run`) restores only these, and
         # Keras 3 keeps some state (augmentation layers' seed generators) outside the
-        # object graph TF walks; listing every variable makes it all reachable.
-        self.model_variables = list(model.variables)
-        self.serve = tf.function(
-            self._embed,
-            input_signature=[
-                tf.TensorSpec(
-                    [None, image_size, image_size, 3], tf.float32, name="images"
-                )
-            ],
-        )
+        # object graph TF walks.
+        self.model_variables = [variable.value for variable in model.variables]
+        self.image_size = image_size
+        self.resize_size = resize_size
+        self.serve = tf.function(self._embed, input_signature=[
+            tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="images")])
+        self.serve_bytes = tf.function(self._embed_bytes, input_signature=[
+            tf.TensorSpec([None], tf.string, name="image_bytes")])
 
     def _embed(self, images):
         # training=False: augmentation layers pass images through, BatchNorm uses its
@@ -44,18 +55,33 @@ class _ServingModule(tf.Module):
         # The serving contract is unit length, whatever the model's last layer.
         return {"embeddings": tf.math.l2_normalize(embeddings, axis=-1)}
 
+    def _embed_bytes(self, image_bytes):
+        known = tf.zeros_like(image_bytes, dtype=tf.bool)
+        for magic in _MAGIC:
+            known |= tf.equal(tf.strings.substr(image_bytes, 0, len(magic)), magic)
+        check = tf.debugging.Assert(tf.reduce_all(known), [
+            "serve_bytes: every input must be an encoded JPEG, PNG, GIF or BMP image; "
+            "positions of the inputs that are not:", tf.where(~known)[:, 0]])
+        with tf.control_dependencies([check]):
+            images = tf.map_fn(
+                lambda encoded: evaluation_transform(encoded, self.image_size, self.resize_size),
+                image_bytes,
+                fn_output_signature=tf.TensorSpec([self.image_size, self.image_size, 3],
+                                                  tf.float32))
+        return self._embed(images)
 
-def export_embedder(model, export_dir, image_size, version=None, metadata=None):
+
+def export_embedder(model, export_dir, image_size, resize_size=0, version=None,
+                    metadata=None):
     """Writes `model` as a new version of a TF Serving model.
-
-    The SavedModel's `serving_default` signature takes `images`, float32 of shape
-    `(batch, image_size, image_size, 3)` holding pixel values in [0, 255], and returns
-    `{"embeddings": float32 (batch, d)}`, unit length.
 
     Args:
         model: `keras.Model`. An embedder mapping images to `(batch, d)` embeddings.
         export_dir: str or `Path`. The model's base directory; created if missing.
-        image_size: int. Height and width of the images the signature accepts.
+        image_size: int. Height and width of the images the model takes.
+        resize_size: int. `serve_bytes` resizes an image's shorter side to this before
+            cutting the centre `image_size` square; 0 means `image_size` (the whole
+            shorter side is kept). Use the run's `data.resize_size`. Defaults to `0`.
         version: int or `None`. Version number, a directory name under `export_dir`.
             `None` takes the next integer after the existing versions, starting at 1.
             Defaults to `None`.
@@ -69,15 +95,18 @@ def export_embedder(model, export_dir, image_size, version=None, metadata=None):
     Example:
 
     ```python
-    path = export_embedder(embedder, "saved_models/emoji_styles", image_size=64)
-    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
-    embeddings = serve(images=images)["embeddings"]
+    path = export_embedder(embedder, "saved_models/emoji_styles/member0", image_size=64)
+    serve = tf.saved_model.load(str(path)).signatures["serve_bytes"]
+    embeddings = serve(image_bytes=tf.constant([open("cat.png", "rb").read()]))["embeddings"]
     ```
     """
-    if not _is_int(image_size) or image_size < 1:
-        raise ConfigError(
-            f"image_size must be a positive integer. Received: image_size={image_size}"
-        )
+    for name, value, low in (("image_size", image_size, 1), ("resize_size", resize_size, 0)):
+        if not _is_int(value) or value < low:
+            raise ConfigError(f"{name} must be an integer of at least {low}. "
+                              f"Received: {name}={value}")
+    if resize_size and resize_size < image_size:
+        raise ConfigError(f"resize_size must be 0 or at least image_size ({image_size}). "
+                          f"Received: resize_size={resize_size}")
     if not model.built:
         raise ValueError(
             "The model must be built (called once or given an Input) before export. "
@@ -100,22 +129,14 @@ def export_embedder(model, export_dir, image_size, version=None, metadata=None):
     # Serialise first so a bad value fails before the slow save.
     metadata_text = None if metadata is None else json.dumps(metadata, indent=2)
 
-    temp_dir = Path(tempfile.mkdtemp(prefix=f".{version}-partial-", dir=export_dir))
-    try:
-        module = _ServingModule(model, image_size)
-        tf.saved_model.save(
-            module, str(temp_dir), signatures={SIGNATURE_KEY: module.serve}
-        )
+    with atomic_directory(final_dir) as partial:
+        module = _ServingModule(model, image_size, resize_size)
+        tf.saved_model.save(module, str(partial), signatures={
+            SIGNATURE_KEY: module.serve, BYTES_SIGNATURE_KEY: module.serve_bytes})
         if metadata_text is not None:
-            extra_dir = temp_dir / "assets.extra"
+            extra_dir = partial / "assets.extra"
             extra_dir.mkdir()
             (extra_dir / METADATA_FILE).write_text(metadata_text + "\n")
-        # mkdtemp makes the directory 0700; a model server may run as another user.
-        os.chmod(temp_dir, 0o755)
-        os.rename(temp_dir, final_dir)
-    except BaseException:
-        shutil.rmtree(temp_dir, ignore_errors=True)
-        raise
     return final_dir
 
 

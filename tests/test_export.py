@@ -1,3 +1,4 @@
+import io
 import json
 import os
 import subprocess
@@ -8,7 +9,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
+from dmml_tf.data.pipeline import evaluation_transform
 from dmml_tf.errors import ConfigError
 from dmml_tf.export import export_embedder
 
@@ -21,12 +24,15 @@ import json, sys
 import numpy as np
 import tensorflow as tf
 
-serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
-embeddings = serve(images=tf.constant(np.load(sys.argv[2])))["embeddings"]
-np.save(sys.argv[3], embeddings.numpy())
-_, inputs = serve.structured_input_signature
-inputs = {k: [v.shape.as_list(), v.dtype.name] for k, v in inputs.items()}
-print(json.dumps({"inputs": inputs, "outputs": sorted(serve.structured_outputs)}))
+signatures = tf.saved_model.load(sys.argv[1]).signatures
+served = signatures["serving_default"](images=tf.constant(np.load(sys.argv[2])))
+np.save(sys.argv[3], served["embeddings"].numpy())
+described = {}
+for key, function in signatures.items():
+    _, inputs = function.structured_input_signature
+    inputs = {k: [v.shape.as_list(), v.dtype.name] for k, v in inputs.items()}
+    described[key] = {"inputs": inputs, "outputs": sorted(function.structured_outputs)}
+print(json.dumps(described))
 """
 
 
@@ -68,10 +74,12 @@ def test_fresh_process_serves_the_inference_embeddings(embedder, images, tmp_pat
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
         check=True,
     )
-    signature = json.loads(completed.stdout.strip().splitlines()[-1])
-    assert signature == {
-        "inputs": {"images": [[None, IMAGE_SIZE, IMAGE_SIZE, 3], "float32"]},
-        "outputs": ["embeddings"],
+    signatures = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert signatures == {
+        "serving_default": {"inputs": {"images": [[None, IMAGE_SIZE, IMAGE_SIZE, 3], "float32"]},
+                            "outputs": ["embeddings"]},
+        "serve_bytes": {"inputs": {"image_bytes": [[None], "string"]},
+                        "outputs": ["embeddings"]},
     }
     served = np.load(tmp_path / "served.npy")
     expected = embedder.predict(images, verbose=0)
@@ -129,9 +137,102 @@ def test_metadata_is_written_beside_the_model(embedder, tmp_path):
     [
         ({"image_size": 0}, "Received: image_size=0$"),
         ({"image_size": IMAGE_SIZE, "version": -1}, "Received: version=-1$"),
+        ({"image_size": IMAGE_SIZE, "resize_size": 20}, "Received: resize_size=20$"),
     ],
-    ids=["image_size", "version"],
+    ids=["image_size", "version", "resize_size"],
 )
 def test_bad_arguments_are_rejected(embedder, tmp_path, kwargs, message):
     with pytest.raises(ConfigError, match=message):
         export_embedder(embedder, tmp_path, **kwargs)
+
+
+def encode(image, format_name):
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format=format_name)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def exported(embedder, tmp_path_factory):
+    """One export with `serve_bytes` resizing the shorter side to 40, then cutting 32."""
+    path = export_embedder(embedder, tmp_path_factory.mktemp("served") / "embedder",
+                           IMAGE_SIZE, resize_size=40)
+    return path, tf.saved_model.load(str(path)).signatures
+
+
+def test_bytes_signature_applies_the_evaluation_transform(exported, embedder):
+    _, signatures = exported
+    rng = np.random.default_rng(1)
+    # A wide JPEG, a tall PNG and a grey PNG with transparency, all of different sizes.
+    pictures = [encode(rng.integers(0, 255, (48, 80, 3), dtype=np.uint8), "JPEG"),
+                encode(rng.integers(0, 255, (90, 50, 3), dtype=np.uint8), "PNG"),
+                encode(rng.integers(0, 255, (33, 33, 2), dtype=np.uint8), "PNG")]
+    served = signatures["serve_bytes"](image_bytes=tf.constant(pictures))["embeddings"]
+    transformed = tf.stack([evaluation_transform(p, IMAGE_SIZE, 40) for p in pictures])
+    expected = signatures["serving_default"](images=transformed)["embeddings"]
+    np.testing.assert_allclose(served.numpy(), expected.numpy(), atol=1e-6)
+    np.testing.assert_allclose(served.numpy(), embedder.predict(transformed, verbose=0),
+                               atol=1e-5)
+
+
+def test_bytes_of_an_image_already_at_size_match_its_pixels(embedder, tmp_path):
+    # The in-memory emoji_styles path: images rendered at image_size, evaluated as they
+    # are. With resize_size 0 the transform leaves them unchanged.
+    signatures = tf.saved_model.load(str(export_embedder(embedder, tmp_path, IMAGE_SIZE))).signatures
+    pixels = np.random.default_rng(2).integers(0, 255, (3, IMAGE_SIZE, IMAGE_SIZE, 3),
+                                               dtype=np.uint8)
+    served = signatures["serve_bytes"](
+        image_bytes=tf.constant([encode(p, "PNG") for p in pixels]))["embeddings"]
+    np.testing.assert_allclose(served.numpy(), embedder.predict(pixels.astype(np.float32),
+                                                                verbose=0), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (b"", r"not:\] \[1\]"),
+        (b"not an image at all", r"not:\] \[1\]"),
+        ("truncated", "(?i)jpeg|truncated|data"),
+    ],
+    ids=["empty", "text", "truncated_jpeg"],
+)
+def test_malformed_bytes_fail_the_request_not_the_process(exported, bad, message):
+    _, signatures = exported
+    good = encode(np.full((40, 40, 3), 128, np.uint8), "JPEG")
+    bad = good[: len(good) // 3] if bad == "truncated" else bad
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        signatures["serve_bytes"](image_bytes=tf.constant([good, bad]))
+    # The same loaded model still serves the next request.
+    served = signatures["serve_bytes"](image_bytes=tf.constant([good]))["embeddings"]
+    assert served.shape == (1, 16)
+
+
+def saved_model_cli(*args):
+    return subprocess.run(["saved_model_cli", *map(str, args)], capture_output=True,
+                          text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                          timeout=300)
+
+
+def test_saved_model_cli_lists_and_runs_both_signatures(exported, embedder, tmp_path):
+    path, _ = exported
+    shown = saved_model_cli("show", "--dir", path, "--all")
+    assert shown.returncode == 0, shown.stderr
+    for line in ["signature_def['serving_default']:", "signature_def['serve_bytes']:",
+                 "inputs['images'] tensor_info:", "inputs['image_bytes'] tensor_info:",
+                 "outputs['embeddings'] tensor_info:"]:
+        assert line in shown.stdout
+
+    pixels = np.random.default_rng(3).integers(0, 255, (2, IMAGE_SIZE, IMAGE_SIZE, 3),
+                                               dtype=np.uint8)
+    np.save(tmp_path / "images.npy", pixels.astype(np.float32))
+    np.save(tmp_path / "bytes.npy", np.array([encode(p, "PNG") for p in pixels], dtype=object))
+    expected = embedder.predict(pixels.astype(np.float32), verbose=0)
+    for signature, inputs in [("serving_default", "images=" + str(tmp_path / "images.npy")),
+                              ("serve_bytes", "image_bytes=" + str(tmp_path / "bytes.npy"))]:
+        outdir = tmp_path / signature
+        ran = saved_model_cli("run", "--dir", path, "--tag_set", "serve", "--signature_def",
+                              signature, "--inputs", inputs, "--outdir", outdir)
+        assert ran.returncode == 0, ran.stderr
+        # The bytes signature resizes 32 -> 40 and cuts 32 back: close, not identical.
+        atol = 1e-5 if signature == "serving_default" else 0.1
+        np.testing.assert_allclose(np.load(outdir / "embeddings.npy"), expected, atol=atol)

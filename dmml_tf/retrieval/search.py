@@ -11,9 +11,11 @@ import math
 import numpy as np
 import tensorflow as tf
 
-# The exact search scores one (batch x gallery) block at a time; 2**24 float32 scores
-# (64 MB) keep memory flat on large galleries while each matmul stays large.
+# The exact search scores one (queries x gallery chunk) block at a time; 2**24 float32
+# scores (64 MB) keep memory flat on large galleries while each matmul stays large.
 _EXACT_BLOCK_SCORES = 2**24
+# Queries scored together at least; each such block reads the gallery once.
+_EXACT_MIN_QUERIES = 1024
 
 # ScaNN tree settings for galleries above the exact threshold: a query scores at least
 # this many vectors, and this share of the tree's leaves, with asymmetric hashing. On
@@ -28,7 +30,12 @@ SCANN_TRAINING_SAMPLE = 250_000
 
 
 def exact_neighbors(queries, gallery, k, query_ids=None):
-    """Exact top-`k` by dot product, one block of queries at a time.
+    """Exact top-`k` by dot product, blocked over queries and gallery.
+
+    A block of up to 1,024 queries (more on small galleries) is scored against one
+    chunk of the gallery at a time, each chunk's top-k is kept and the candidates are
+    merged: memory stays at one block of scores, and each block of queries reads the
+    gallery once, so large galleries are not re-read for every few queries.
 
     Args:
         queries: float32 array of shape `(N, d)`.
@@ -41,23 +48,40 @@ def exact_neighbors(queries, gallery, k, query_ids=None):
         Tuple `(indices, scores)`: int64 and float32 arrays of shape `(N, k)`, best
         first; among equal scores the lower index comes first.
     """
-    batch_size = max(1, _EXACT_BLOCK_SCORES // len(gallery))
-    gallery_t = tf.constant(gallery)
+    batch_size = min(len(queries), max(_EXACT_MIN_QUERIES, _EXACT_BLOCK_SCORES // len(gallery)))
+    chunk_size = max(k, _EXACT_BLOCK_SCORES // batch_size)
+    chunks = [(start, tf.constant(gallery[start:start + chunk_size]))
+              for start in range(0, len(gallery), chunk_size)]
+    own = None if query_ids is None else np.asarray(query_ids, np.int64)
     indices, scores = [], []
     for start in range(0, len(queries), batch_size):
-        batch = tf.constant(queries[start : start + batch_size])
-        block = tf.linalg.matmul(batch, gallery_t, transpose_b=True)
-        if query_ids is not None:
-            rows = tf.range(tf.shape(batch)[0], dtype=tf.int64)
-            own = tf.constant(np.asarray(query_ids[start : start + batch_size], np.int64))
-            block = tf.tensor_scatter_nd_update(
-                block, tf.stack([rows, own], axis=1), tf.fill([tf.shape(batch)[0]], -np.inf)
-            )
-        # top_k breaks ties towards the lower index: a canonical order to test against.
-        top = tf.math.top_k(block, k=k)
-        indices.append(top.indices.numpy())
+        batch = tf.constant(queries[start:start + batch_size])
+        batch_own = None if own is None else own[start:start + batch_size]
+        candidates = [_chunk_top_k(batch, chunk, offset, k, batch_own)
+                      for offset, chunk in chunks]
+        # Chunks come in gallery order and top_k is stable, so ties keep the lower index.
+        candidate_scores = tf.concat([c[1] for c in candidates], axis=1)
+        candidate_indices = tf.concat([c[0] for c in candidates], axis=1)
+        top = tf.math.top_k(candidate_scores, k=k)
+        indices.append(tf.gather(candidate_indices, top.indices, batch_dims=1).numpy())
         scores.append(top.values.numpy())
     return np.concatenate(indices).astype(np.int64), np.concatenate(scores)
+
+
+def _chunk_top_k(batch, chunk, offset, k, own):
+    """Top-`k` (or the whole chunk) of one chunk, as gallery indices and scores."""
+    block = tf.linalg.matmul(batch, chunk, transpose_b=True)
+    if own is not None:
+        local = own - offset
+        inside = (local >= 0) & (local < chunk.shape[0])
+        rows = np.flatnonzero(inside)
+        if len(rows):
+            positions = np.stack([rows, local[inside]], axis=1)
+            block = tf.tensor_scatter_nd_update(block, positions,
+                                                tf.fill([len(rows)], -np.inf))
+    # top_k breaks ties towards the lower index: a canonical order to test against.
+    top = tf.math.top_k(block, k=min(k, chunk.shape[0]))
+    return tf.cast(top.indices, tf.int64) + offset, top.values
 
 
 def scann_settings(gallery_size, exact_below):

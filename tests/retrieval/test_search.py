@@ -15,11 +15,20 @@ def test_exact_neighbors_match_naive_loop_with_scores():
 
 
 def test_exact_blocks_cover_every_query_and_skip_their_own_rows(monkeypatch):
-    # 7 queries per block: 9 blocks, the last one partial.
-    monkeypatch.setattr(search, "_EXACT_BLOCK_SCORES", 7 * 60)
+    # Blocks of 8 queries (the last one partial) x chunks of 7 gallery rows (k = 4).
+    monkeypatch.setattr(search, "_EXACT_MIN_QUERIES", 8)
+    monkeypatch.setattr(search, "_EXACT_BLOCK_SCORES", 8 * 7)
     x = random_unit(60, 16, seed=3)
     indices, _ = exact_neighbors(x, x, 4, query_ids=np.arange(60))
     np.testing.assert_array_equal(indices, naive_neighbors(x, x, 4, leave_one_out=True))
+
+
+def test_chunks_smaller_than_k_and_ties_across_chunks(monkeypatch):
+    monkeypatch.setattr(search, "_EXACT_BLOCK_SCORES", 5 * 3)  # chunks of k = 6 rows
+    # 4 directions, 5 copies each: every chunk holds ties of the query's best score.
+    x = np.repeat(np.eye(4, dtype=np.float32), 5, axis=0)[np.random.default_rng(0).permutation(20)]
+    indices, _ = exact_neighbors(x[:5], x, 6, query_ids=np.arange(5))
+    np.testing.assert_array_equal(indices, naive_neighbors(x[:5], x, 6, leave_one_out=True))
 
 
 def test_query_ids_may_be_any_gallery_rows():

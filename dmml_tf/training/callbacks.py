@@ -1,0 +1,180 @@
+"""Callbacks for `fit`: retrieval evaluation during training, and export of the best model.
+
+Both work with a `DM2Model` (every member, shadow and ensemble is evaluated) and with any
+other embedding `keras.Model` (evaluated as `model`). Put `RetrievalEvaluation` before
+`ExportBest`, `CSVLogger` and `TensorBoard` in the callback list: it adds its metrics to
+the epoch's logs, as `"<network>/<metric>"` (e.g. `"ensemble/recall@1"`), and the
+callbacks after it see them.
+"""
+
+import keras
+
+from dmml_tf.config import EvaluateConfig
+from dmml_tf.errors import ConfigError
+from dmml_tf.export import export_embedder
+from dmml_tf.retrieval.evaluate import evaluate_networks
+from dmml_tf.retrieval.index import EXACT_BELOW
+from dmml_tf.training.dm2 import DM2Model
+
+
+def evaluated_networks(model):
+    """The networks to evaluate and the ensembles among them (see `embed_networks`)."""
+    if not isinstance(model, DM2Model):
+        return {"model": model}, {}
+    networks = model.networks()
+    ensembles = {"ensemble": [name for name in networks if name.startswith("member")],
+                 "shadow_ensemble": [name for name in networks if name.startswith("shadow")
+                                     and name != "shadow_ensemble"]}
+    return networks, ensembles
+
+
+class RetrievalEvaluation(keras.callbacks.Callback):
+    """Computes retrieval metrics on held-out images every few epochs and tracks the best.
+
+    Each evaluation embeds `images` with every network in inference mode and computes
+    Recall@K, MAP@R, R-Precision and NMI (`dmml_tf.retrieval.evaluate.retrieval_metrics`);
+    the metrics go into the epoch's logs and `history`, and one line is printed.
+
+    Args:
+        images: array of shape `(N, H, W, 3)` in [0, 255], or a batched
+            `tf.data.Dataset` of images or `(images, labels)`. Test or validation images,
+            of classes not trained on.
+        labels: int array of shape `(N,)`. Their class labels.
+        every_epochs: int. Evaluate after every this many epochs; 0 never evaluates
+            during training. Defaults to `1`.
+        monitor: str. `"<network>/<metric>"` that picks the best epoch (higher is
+            better). Defaults to `"ensemble/recall@1"`; use `"model/recall@1"` for a
+            plain embedding model.
+        recall_at: sequence of int. The K of Recall@K. Defaults to `(1, 2, 4, 8)`.
+        backend: str. `"scann"` or `"exact"`. Defaults to `"scann"`.
+        exact_below: int. ScaNN scores galleries smaller than this exactly.
+            Defaults to `20000`.
+        scann_check_queries: int. Queries on which ScaNN's recall against exact search is
+            measured. Defaults to `1000`.
+        batch_size: int. Embedding batch size for arrays. Defaults to `256`.
+        log: callable taking one str. Defaults to `print`.
+
+    Attributes:
+        history: list of `{"epoch": int, "results": {network: {metric: float}}}`.
+        best: float or `None`. Best value of `monitor` so far.
+        best_epoch: int or `None`. The epoch (counted from 1) that reached it.
+
+    Example:
+
+    ```python
+    evaluation = RetrievalEvaluation(test_images, test_labels, every_epochs=2)
+    model.fit(dataset, epochs=8, steps_per_epoch=100, callbacks=[evaluation])
+    print(evaluation.best_epoch, evaluation.best)
+    ```
+    """
+
+    def __init__(self, images, labels, every_epochs=1, monitor="ensemble/recall@1",
+                 recall_at=(1, 2, 4, 8), backend="scann", exact_below=EXACT_BELOW,
+                 scann_check_queries=1000, batch_size=256, log=print):
+        super().__init__()
+        if not isinstance(every_epochs, int) or every_epochs < 0:
+            raise ConfigError("every_epochs must be a non-negative integer. "
+                              f"Received: every_epochs={every_epochs}")
+        self.images = images
+        self.labels = labels
+        self.every_epochs = every_epochs
+        self.monitor = monitor
+        self.settings = EvaluateConfig(recall_at=tuple(recall_at), backend=backend,
+                                       exact_below=exact_below, batch_size=batch_size,
+                                       scann_check_queries=scann_check_queries)
+        self.log = log
+        self.history = []
+        self.best = None
+        self.best_epoch = None
+
+    def evaluate(self):
+        """Metrics of every network of the model now: `{network: {metric: value}}`."""
+        networks, ensembles = evaluated_networks(self.model)
+        return evaluate_networks(networks, self.images, self.labels, self.settings,
+                                 ensembles, log=lambda line: None)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.every_epochs or (epoch + 1) % self.every_epochs:
+            return
+        results = self.evaluate()
+        flat = {f"{network}/{metric}": value
+                for network, metrics in results.items() for metric, value in metrics.items()}
+        if self.monitor not in flat:
+            raise ConfigError(f"The monitored metric is not among the evaluation results: "
+                              f"{', '.join(flat)}. Received: monitor={self.monitor!r}")
+        if logs is not None:
+            logs.update(flat)
+        self.history.append({"epoch": epoch + 1, "results": results})
+        value = flat[self.monitor]
+        if self.best is None or value > self.best:
+            self.best, self.best_epoch = value, epoch + 1
+        recall_1 = "  ".join(f"{network} {metrics['recall@1']:.4f}"
+                             for network, metrics in results.items() if "recall@1" in metrics)
+        self.log(f"      epoch {epoch + 1} evaluation: Recall@1 {recall_1}; {self.monitor} "
+                 f"{value:.4f}, best {self.best:.4f} at epoch {self.best_epoch}")
+
+
+class ExportBest(keras.callbacks.Callback):
+    """Exports a network as a new TF Serving version whenever `monitor` improves.
+
+    TF Serving serves the highest version, so the served model is always the best so
+    far. Needs a `RetrievalEvaluation` earlier in the callback list to put `monitor`
+    into the logs; epochs without an evaluation are skipped.
+
+    Args:
+        export_dir: str or `Path`. The TF Serving model base directory.
+        monitor: str. `"<network>/<metric>"`, higher is better.
+            Defaults to `"ensemble/recall@1"`.
+        network: str. Which network to export: a name from `DM2Model.networks()`
+            (`"member0"`, `"shadow1"`, `"ensemble"`, ...), or `"model"` for a plain
+            embedding model. Defaults to `"ensemble"`.
+        resize_size: int. See `dmml_tf.export.export_embedder`. Defaults to `0`.
+        metadata: dict or `None`. Written beside each export; the epoch and the
+            monitored value are added. Defaults to `None`.
+        log: callable taking one str. Defaults to `print`.
+
+    Attributes:
+        exported: list of `Path`, the versions written, the last one the best.
+        best: float or `None`. The monitored value of the last export.
+
+    Example:
+
+    ```python
+    callbacks = [RetrievalEvaluation(test_images, test_labels),
+                 ExportBest("saved_models/mine/ensemble")]
+    model.fit(dataset, epochs=8, steps_per_epoch=100, callbacks=callbacks)
+    ```
+    """
+
+    def __init__(self, export_dir, monitor="ensemble/recall@1", network="ensemble",
+                 resize_size=0, metadata=None, log=print):
+        super().__init__()
+        self.export_dir = export_dir
+        self.monitor = monitor
+        self.network = network
+        self.resize_size = resize_size
+        self.metadata = dict(metadata or {})
+        self.log = log
+        self.exported = []
+        self.best = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or (self.best is not None and value <= self.best):
+            return
+        networks, _ = evaluated_networks(self.model)
+        if self.network not in networks:
+            raise ConfigError(f"Unknown network to export; known: {', '.join(networks)}. "
+                              f"Received: network={self.network!r}")
+        embedder = networks[self.network]
+        metadata = {**self.metadata, "epoch": epoch + 1, self.monitor: value}
+        path = export_embedder(embedder, self.export_dir, embedder.input_shape[1],
+                               self.resize_size, metadata=metadata)
+        self.best = value
+        self.exported.append(path)
+        self.log(f"      exported {self.network} ({self.monitor} {value:.4f}) -> {path}")
+
+    def on_train_end(self, logs=None):
+        if not self.exported:
+            self.log(f"      ExportBest: `{self.monitor}` never appeared in the logs, nothing "
+                     "exported; put a RetrievalEvaluation before ExportBest in the callbacks.")
