@@ -20,8 +20,8 @@ ALL_IMAGES = ("cars_annos.mat", "car_ims")
 DEVKIT = ("cars_train", "cars_test", "devkit/cars_train_annos.mat", "devkit/cars_meta.mat",
           "cars_test_annos_withlabels.mat")
 TFDS_FILES = ("cars_train.tgz", "cars_test.tgz", "car_devkit.tgz", "cars_test_annos_withlabels.mat")
-HELP = ("Obtain Stanford Cars (CARS-196) and put in that folder (or point data.data_dir or "
-        "DMML_DATA_DIR at one holding it) either cars_annos.mat with the folder car_ims/, or the "
+HELP = ("Obtain Stanford Cars (CARS-196) and put in that folder (or set data.data_dir to "
+        "a folder holding them) either cars_annos.mat with the folder car_ims/, or the "
         "extracted devkit release: cars_train/, cars_test/, devkit/cars_train_annos.mat, "
         "devkit/cars_meta.mat and cars_test_annos_withlabels.mat, or, for TFDS (cars196), the "
         "files cars_train.tgz, cars_test.tgz, car_devkit.tgz and "

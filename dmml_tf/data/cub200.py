@@ -18,8 +18,8 @@ TFDS_NAME = "caltech_birds2011"
 OFFICIAL = ("CUB_200_2011/images.txt", "CUB_200_2011/image_class_labels.txt",
             "CUB_200_2011/classes.txt", "CUB_200_2011/images")
 TFDS_FILES = ("CUB_200_2011.tgz", "segmentations.tgz")
-HELP = ("Obtain CUB-200-2011 and put in that folder (or point data.data_dir or DMML_DATA_DIR "
-        "at one holding it) either the extracted archive CUB_200_2011/ (with images.txt, "
+HELP = ("Obtain CUB-200-2011 and put in that folder (or set data.data_dir to a folder holding "
+        "them) either the extracted archive CUB_200_2011/ (with images.txt, "
         "image_class_labels.txt, classes.txt and images/), or, for TFDS (caltech_birds2011), "
         "the archives CUB_200_2011.tgz and segmentations.tgz as published. Nothing is "
         "downloaded.")

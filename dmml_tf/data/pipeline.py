@@ -21,24 +21,30 @@ AUTOTUNE = tf.data.AUTOTUNE
 def decode_rgb(encoded):
     """uint8 RGB `(H, W, 3)` from JPEG, PNG, BMP or GIF (first frame) bytes.
 
-    Grey images are repeated to three channels; transparent pixels are put on white.
-    Raises `tf.errors.InvalidArgumentError` for data that is not a readable image.
+    JPEGs use the accurate integer DCT (as Pillow does). Grey images are repeated to three
+    channels; transparent pixels are put on white. Raises `tf.errors.InvalidArgumentError`
+    for data that is not a readable image.
     """
-    image = tf.io.decode_image(encoded, channels=0, expand_animations=False)
+    def jpeg():
+        return tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE")
 
-    def on_white(colour, alpha):
-        alpha = tf.cast(alpha, tf.float32) / 255.0
-        blended = tf.cast(colour, tf.float32) * alpha + 255.0 * (1.0 - alpha)
-        return tf.cast(tf.round(blended), tf.uint8)
+    def other():
+        image = tf.io.decode_image(encoded, channels=0, expand_animations=False)
+        branches = [
+            lambda: tf.tile(image[..., :1], [1, 1, 3]),                           # grey
+            lambda: tf.tile(_on_white(image[..., :1], image[..., 1:2]), [1, 1, 3]),  # grey + alpha
+            lambda: image[..., :3],                                               # RGB
+            lambda: _on_white(image[..., :3], image[..., 3:4]),                   # RGBA
+        ]
+        return tf.ensure_shape(tf.switch_case(tf.shape(image)[-1] - 1, branches), [None, None, 3])
 
-    branches = [
-        lambda: tf.tile(image[..., :1], [1, 1, 3]),                           # grey
-        lambda: tf.tile(on_white(image[..., :1], image[..., 1:2]), [1, 1, 3]),  # grey + alpha
-        lambda: image[..., :3],                                               # RGB
-        lambda: on_white(image[..., :3], image[..., 3:4]),                    # RGBA
-    ]
-    rgb = tf.switch_case(tf.shape(image)[-1] - 1, branches)
-    return tf.ensure_shape(rgb, [None, None, 3])
+    return tf.ensure_shape(tf.cond(tf.io.is_jpeg(encoded), jpeg, other), [None, None, 3])
+
+
+def _on_white(colour, alpha):
+    alpha = tf.cast(alpha, tf.float32) / 255.0
+    blended = tf.cast(colour, tf.float32) * alpha + 255.0 * (1.0 - alpha)
+    return tf.cast(tf.round(blended), tf.uint8)
 
 
 def random_resized_crop(image, size, scale, ratio, seed):

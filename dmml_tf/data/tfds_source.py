@@ -6,6 +6,7 @@ against the checksums it registers, and writes ArrayRecord files to `<folder>/tf
 allow reading one record at a time.
 """
 
+import re
 import shutil
 from pathlib import Path
 
@@ -60,10 +61,11 @@ def prepare(builder_name, folder, log=print):
             builder.download_and_prepare(download_dir=str(data_dir / "downloads"),
                                          download_config=config)
         except NonMatchingChecksumError as error:
-            detail = str(error).splitlines()[0]
-            raise DataError(f"{builder_name}: an archive in {folder} is not the published file "
-                            f"({detail}); obtain it again, or use the extracted layout "
-                            "(data.source=official).") from None
+            found = re.search(r"downloaded to (.+?), has wrong checksum", str(error))
+            archive = found.group(1) if found else f"an archive in {folder}"
+            raise DataError(f"{builder_name}: {archive} is not the published file (its checksum "
+                            "differs from the one TFDS registers); obtain it again, or use the "
+                            "extracted layout (data.source=official).") from None
         shutil.rmtree(data_dir / "downloads", ignore_errors=True)  # extracted copies
     return builder
 
