@@ -86,3 +86,10 @@ def test_an_uneven_replica_split_is_refused_before_training(tmp_path):
                            log=lambda line: None)
     with pytest.raises(ConfigError, match="split evenly across 2 replicas"):
         splits.training_dataset(seed=0, replicas=2)
+
+
+@pytest.mark.parametrize("name", ["emoji_styles", "cub200", "cars196"])
+def test_each_dataset_config_loads_and_names_its_dataset(name):
+    config = load_config(Path(__file__).resolve().parents[2] / "configs" / f"{name}.yaml")
+    assert config.data.dataset == name
+    assert config.data.horizontal_flip == (name != "emoji_styles")  # arrows must not flip
