@@ -82,15 +82,16 @@ def distance_weights(distances, labels, embedding_dim, cutoff=0.5, nonzero_loss_
     Args:
         distances: float tensor `(N, N)` between unit vectors.
         labels: int tensor `(N,)`.
-        embedding_dim: int. n, the dimension of the embeddings.
+        embedding_dim: int or int tensor. n, the dimension of the embeddings.
         cutoff: float. Smallest distance used in q. Defaults to `0.5`.
         nonzero_loss_cutoff: float. Negatives this far or farther are never sampled.
             Defaults to `1.4`.
     """
     _, negatives = _pair_masks(labels)
     clipped = tf.clip_by_value(tf.stop_gradient(distances), cutoff, 1.999)
-    log_q = ((embedding_dim - 2.0) * tf.math.log(clipped)
-             + (embedding_dim - 3.0) / 2.0 * tf.math.log(1.0 - 0.25 * tf.square(clipped)))
+    n = tf.cast(embedding_dim, clipped.dtype)
+    log_q = ((n - 2.0) * tf.math.log(clipped)
+             + (n - 3.0) / 2.0 * tf.math.log(1.0 - 0.25 * tf.square(clipped)))
     weighted = tf.logical_and(negatives, clipped < nonzero_loss_cutoff)
     row_max = tf.reduce_max(tf.where(weighted, -log_q, tf.reduce_min(-log_q)), axis=1,
                             keepdims=True)
@@ -110,7 +111,7 @@ def mine_distance_weighted(distances, labels, embedding_dim, uniform, cutoff=0.5
     Args:
         distances: float tensor `(N, N)` between unit vectors.
         labels: int tensor `(N,)`.
-        embedding_dim: int. Dimension of the embeddings.
+        embedding_dim: int or int tensor. Dimension of the embeddings.
         uniform: float tensor `(N, N)` of draws from [0, 1), one per pair.
         cutoff: float. See `distance_weights`. Defaults to `0.5`.
         nonzero_loss_cutoff: float. See `distance_weights`. Defaults to `1.4`.

@@ -36,7 +36,9 @@ def gather_global(value):
     context = tf.distribute.get_replica_context()
     if context is None or context.num_replicas_in_sync == 1:
         return value
-    return context.all_gather(value, axis=0)
+    gathered = context.all_gather(value, axis=0)
+    gathered.set_shape([None, *value.shape[1:]])
+    return gathered
 
 
 @keras.saving.register_keras_serializable(package="dmml_tf")
@@ -256,7 +258,8 @@ class DM2Model(keras.Model):
                  for member_weight, shadow_weight in zip(member.weights, shadow.weights)]
 
         def move(shadow_weight, member_weight):
-            return shadow_weight.assign(decay * shadow_weight + (1.0 - decay) * member_weight)
+            tau = tf.cast(decay, shadow_weight.dtype)
+            return shadow_weight.assign(tau * shadow_weight + (1.0 - tau) * member_weight)
 
         def update_all(strategy):
             for shadow_weight, member_weight in pairs:
