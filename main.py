@@ -33,6 +33,8 @@ def parse_args(argv):
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="SECTION.KEY=VALUE", help="override one config value")
     parser.add_argument("--smoke", action="store_true", help="a tiny, quick run for tests")
+    parser.add_argument("--strategy", help="mirrored (this machine) or multi_worker (the hosts "
+                        "in TF_CONFIG); the same as --set train.strategy=...")
     return parser.parse_args(argv)
 
 
@@ -42,6 +44,8 @@ def resolve_config(args):
     dataset = args.dataset or "emoji_styles"
     path = args.config or CONFIGS / f"{dataset}.yaml"
     overrides = [*(SMOKE_OVERRIDES if args.smoke else ()), *args.overrides]
+    if args.strategy:
+        overrides.append(f"train.strategy={args.strategy}")
     if args.dataset:
         overrides.insert(0, f"data.dataset={args.dataset}")
     return load_config(path if path.is_file() or args.config else None, overrides)
@@ -56,30 +60,32 @@ def build_data(config):
     return splits
 
 
-def fit_cohort(config, splits, run_directory):
+def fit_cohort(config, splits, run_directory, strategy):
     import keras
-    import tensorflow as tf
 
     from dmml_tf.data.sampler import steps_per_epoch
     from dmml_tf.training.checkpoints import NonFiniteLossGuard, ResumableCheckpoint, StepTensorBoard
     from dmml_tf.training.cohort import build_cohort
+    from dmml_tf.training.distribute import SameStepCheck, distribute_batches
     from dmml_tf.training.optimizers import LearningRateLogger
 
     data_config = config.data
     backbones = ", ".join(config.model.backbone_of(m) for m in range(config.cohort.members))
     print(f"[2/4] training a cohort of {config.cohort.members} members ({backbones})")
-    strategy = tf.distribute.MirroredStrategy()
     steps = steps_per_epoch(splits.train_labels, data_config.classes_per_batch,
                             data_config.images_per_class)
     if config.train.max_steps_per_epoch:
         steps = min(steps, config.train.max_steps_per_epoch)
     with strategy.scope():
         model = build_cohort(config, steps)
-    dataset = splits.training_dataset(config.seed, strategy.num_replicas_in_sync)
+    dataset = distribute_batches(  # each worker gets its slice of every global batch
+        strategy, lambda: splits.training_dataset(config.seed, strategy.num_replicas_in_sync),
+        data_config.classes_per_batch * data_config.images_per_class)
     backup = run_directory / "backup"  # a killed run resumes from here
     callbacks = [
         NonFiniteLossGuard(backup),  # first, so a diverged step is never saved
         ResumableCheckpoint(backup, config.train.checkpoint_every_steps),
+        SameStepCheck(run_directory),  # every worker restored the same step
         LearningRateLogger(),
         StepTensorBoard(str(run_directory / "tensorboard"), update_freq=config.train.log_every_steps),
         keras.callbacks.ModelCheckpoint(str(run_directory / "dm2.weights.h5"), save_weights_only=True),
@@ -125,20 +131,25 @@ def run(config):
     import keras
 
     from dmml_tf.config import save_config
+    from dmml_tf.training.distribute import build_strategy, lost_worker_error, worker_outputs
 
     started = time.time()
+    strategy = build_strategy(config.train.strategy)  # before any other TensorFlow op
     keras.utils.set_random_seed(config.seed)
-    run_directory = Path(config.run_directory) / config.data.dataset
-    save_config(config, run_directory / "config.yaml")
+    # Only the chief writes where the user looks; other workers write into a temporary folder.
+    with lost_worker_error(Path(config.run_directory) / config.data.dataset), \
+            worker_outputs(config, strategy) as config:
+        run_directory = Path(config.run_directory) / config.data.dataset
+        save_config(config, run_directory / "config.yaml")
 
-    splits = build_data(config)
-    model = fit_cohort(config, splits, run_directory)
-    table = evaluate(config, model, splits, run_directory)
-    export_root = export(config, model)
+        splits = build_data(config)
+        model = fit_cohort(config, splits, run_directory, strategy)
+        table = evaluate(config, model, splits, run_directory)
+        export_root = export(config, model)
 
-    print(f"\nRecall@K on {len(splits.test_labels)} test images of unseen classes "
-          f"({time.time() - started:.0f} s in all):\n{table}")
-    print(f"\nrun directory: {run_directory}   exports: {export_root}")
+        print(f"\nRecall@K on {len(splits.test_labels)} test images of unseen classes "
+              f"({time.time() - started:.0f} s in all):\n{table}")
+        print(f"\nrun directory: {run_directory}   exports: {export_root}")
 
 
 def main(argv=None):

@@ -19,3 +19,7 @@ class WeightsError(DMMLError):
 
 class TrainingError(DMMLError):
     """Training diverged (a non-finite loss); the message says what was kept."""
+
+
+class ClusterError(DMMLError):
+    """A worker of a multi-machine job stopped; the message says how to resume."""

@@ -32,7 +32,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from dmml_tf.errors import ConfigError
+from dmml_tf.errors import ClusterError, ConfigError
 
 
 class MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
@@ -184,17 +184,24 @@ def distribute_batches(strategy, make_dataset, global_batch_size):
 
 
 @contextlib.contextmanager
-def worker_outputs(config, strategy):
+def worker_outputs(config, strategy, log=print):
     """`config` on the chief; on other workers a copy that writes into a temporary folder.
 
     The copy's `run_directory` starts as a copy of the chief's run folder of this dataset
     (so a restarted worker resumes from the chief's checkpoint); the folder is removed on
     exit.
+
+    Args:
+        config: `dmml_tf.config.Config`.
+        strategy: `tf.distribute.Strategy`.
+        log: callable. Says where a non-chief worker writes. Defaults to `print`.
     """
     if is_chief(strategy):
         yield config
         return
     scratch = Path(tempfile.mkdtemp(prefix="dmml_tf_worker_"))
+    log(f"      not the chief: this worker writes into {scratch} (removed at the end); "
+        f"the chief writes {config.run_directory} and {config.export.directory}")
     try:
         shared = Path(config.run_directory) / config.data.dataset
         if shared.is_dir():
@@ -204,6 +211,23 @@ def worker_outputs(config, strategy):
             export=dataclasses.replace(config.export, directory=str(scratch / "saved_models")))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def lost_worker_error(run_directory):
+    """Turn the collective error that a lost peer causes into a `ClusterError` saying how
+    to resume.
+
+    Args:
+        run_directory: str or Path. The chief's run folder, named in the message.
+    """
+    try:
+        yield
+    except tf.errors.UnavailableError as error:
+        cause = error.message.strip().splitlines()[0]
+        raise ClusterError(f"A worker of the cluster stopped ({cause}). Start the whole job "
+                           "again with the same command on every host: training resumes from "
+                           f"the last checkpoint in {run_directory}.") from None
 
 
 class SameStepCheck(keras.callbacks.Callback):
