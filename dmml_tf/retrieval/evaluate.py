@@ -134,6 +134,21 @@ def evaluate_networks(networks, images, labels, evaluate_config, ensembles=None,
         dict `{name: {metric: value}}`, in the order of `networks`.
     """
     all_embeddings = embed_networks(networks, images, evaluate_config.batch_size, ensembles)
+    return evaluate_embeddings(all_embeddings, labels, evaluate_config, log)
+
+
+def evaluate_embeddings(all_embeddings, labels, evaluate_config, log=print):
+    """`retrieval_metrics` of each network's embeddings, one logged line per network.
+
+    Args:
+        all_embeddings: dict of name to float array `(N, d)`.
+        labels: int array of shape `(N,)`.
+        evaluate_config: `dmml_tf.config.EvaluateConfig`.
+        log: callable taking one str. Defaults to `print`.
+
+    Returns:
+        dict `{name: {metric: value}}`, in the order of `all_embeddings`.
+    """
     results = {}
     for name, embeddings in all_embeddings.items():
         results[name] = retrieval_metrics(

@@ -7,6 +7,9 @@ the epoch's logs, as `"<network>/<metric>"` (e.g. `"ensemble/recall@1"`), and th
 callbacks after it see them.
 """
 
+import json
+from pathlib import Path
+
 import keras
 
 from dmml_tf.config import EvaluateConfig
@@ -52,6 +55,9 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         scann_check_queries: int. Queries on which ScaNN's recall against exact search is
             measured. Defaults to `1000`.
         batch_size: int. Embedding batch size for arrays. Defaults to `256`.
+        history_path: str or `Path` or `None`. A JSON file that gets `history` after each
+            evaluation; a resumed run keeps the entries of the epochs before it.
+            Defaults to `None`.
         log: callable taking one str. Defaults to `print`.
 
     Attributes:
@@ -70,7 +76,7 @@ class RetrievalEvaluation(keras.callbacks.Callback):
 
     def __init__(self, images, labels, every_epochs=1, monitor="ensemble/recall@1",
                  recall_at=(1, 2, 4, 8), backend="scann", exact_below=EXACT_BELOW,
-                 scann_check_queries=1000, batch_size=256, log=print):
+                 scann_check_queries=1000, batch_size=256, history_path=None, log=print):
         super().__init__()
         if not isinstance(every_epochs, int) or every_epochs < 0:
             raise ConfigError("every_epochs must be a non-negative integer. "
@@ -82,6 +88,7 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         self.settings = EvaluateConfig(recall_at=tuple(recall_at), backend=backend,
                                        exact_below=exact_below, batch_size=batch_size,
                                        scann_check_queries=scann_check_queries)
+        self.history_path = None if history_path is None else Path(history_path)
         self.log = log
         self.history = []
         self.best = None
@@ -105,6 +112,8 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         if logs is not None:
             logs.update(flat)
         self.history.append({"epoch": epoch + 1, "results": results})
+        if self.history_path is not None:
+            self.write_history()
         value = flat[self.monitor]
         if self.best is None or value > self.best:
             self.best, self.best_epoch = value, epoch + 1
@@ -112,6 +121,17 @@ class RetrievalEvaluation(keras.callbacks.Callback):
                              for network, metrics in results.items() if "recall@1" in metrics)
         self.log(f"      epoch {epoch + 1} evaluation: Recall@1 {recall_1}; {self.monitor} "
                  f"{value:.4f}, best {self.best:.4f} at epoch {self.best_epoch}")
+
+    def write_history(self):
+        """Writes `history` to `history_path`, after the entries of earlier epochs that a
+        resumed run found there (a fresh run, evaluating its first epoch, keeps none)."""
+        first = self.history[0]["epoch"]
+        earlier = []
+        if self.history_path.is_file() and first > self.every_epochs:
+            earlier = [entry for entry in json.loads(self.history_path.read_text())
+                       if entry["epoch"] < first]
+        self.history_path.parent.mkdir(parents=True, exist_ok=True)
+        self.history_path.write_text(json.dumps(earlier + self.history, indent=1) + "\n")
 
 
 class ExportBest(keras.callbacks.Callback):
