@@ -121,6 +121,7 @@ class DM2Model(keras.Model):
             f"member{m}_{term}": keras.metrics.Mean(name=f"member{m}_{term}")
             for m in range(len(self.members)) for term in ("triplet", "relational")
         }
+        self.built = True  # members, shadows and views are built when constructed
 
     def compile(self, optimizer="adam", backbone_optimizer=None, **kwargs):
         """`keras.Model.compile`, plus an optional second optimizer for the backbones.
@@ -150,10 +151,6 @@ class DM2Model(keras.Model):
         head_ids = {id(v) for v in heads}
         backbones = [v for v in self.trainable_weights if id(v) not in head_ids]
         return [(self.optimizer, heads), (self.backbone_optimizer, backbones)]
-
-    def build(self, input_shape=None):
-        # Members, shadows and views are built when constructed.
-        self.built = True
 
     @property
     def metrics(self):
