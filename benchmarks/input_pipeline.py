@@ -12,6 +12,7 @@ that decoding never starves training.
 """
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -54,8 +55,7 @@ def pipeline_speed(config, folder, batches):
 
     from dmml_tf.data.registry import load_dataset
 
-    data_config = config.data.__class__(**{**config.data.__dict__, "dataset": f"folder:{folder}",
-                                           "max_classes": 0})
+    data_config = dataclasses.replace(config.data, dataset=f"folder:{folder}", max_classes=0)
     splits = load_dataset(data_config, config.seed, log=lambda line: None)
     batch_size = data_config.classes_per_batch * data_config.images_per_class
     stream = iter(splits.training_dataset(config.seed))

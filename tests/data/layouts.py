@@ -6,9 +6,11 @@ import hashlib
 import io
 import shutil
 import tarfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pytest
 import scipy.io
 from PIL import Image
 
@@ -26,6 +28,16 @@ def jpeg_bytes(seed, size=(40, 30)):
 
 def digest(data):
     return hashlib.sha1(data).hexdigest()
+
+
+def content(source):
+    """Multiset of (label, sha1 of the stored image) over a split (`EncodedImages`)."""
+    return Counter((int(label), digest(source.read(key).numpy()))
+                   for key, label in zip(source.keys, source.labels))
+
+
+def quiet(line):
+    """A `log` that drops the line."""
 
 
 def _write(path, data):
@@ -158,3 +170,20 @@ def register_fixture_checksums(monkeypatch, builder_class, manual):
             computed = checksums.compute_url_info(path)
             replaced[url] = checksums.UrlInfo(computed.size, computed.checksum, info.filename)
     monkeypatch.setattr(builder_class, "url_infos", replaced)
+
+
+def module_fixtures(write, pack):
+    """Module-scoped pytest fixtures: `official`, `(folder, expected)` from `write`, and
+    `archives`, the folder of TFDS manual files that `pack` makes from it."""
+    @pytest.fixture(scope="module")
+    def official(tmp_path_factory):
+        folder = tmp_path_factory.mktemp("official")
+        return folder, write(folder)
+
+    @pytest.fixture(scope="module")
+    def archives(official, tmp_path_factory):
+        manual = tmp_path_factory.mktemp("archives")
+        pack(official[0], manual)
+        return manual
+
+    return official, archives

@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from dmml_tf.config import DataConfig
 from dmml_tf.data.bad_files import find_bad_files
 from dmml_tf.data.image_folder import read_image_folder
+from dmml_tf.data.registry import load_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 BAD = {
@@ -53,6 +55,16 @@ def test_bad_files_are_found_with_their_reason(tmp_path):
     assert lines[0].startswith(f"      checked {len(images.keys)} images in ")
     assert lines[0].endswith("3 cannot be decoded and are skipped:")
     assert len(lines) == 4
+
+
+def test_the_splits_keep_the_good_images_and_the_list_of_skipped_ones(tmp_path):
+    build_messy_folder(tmp_path)
+    splits = load_dataset(DataConfig(dataset=f"folder:{tmp_path}"), seed=0, log=lambda line: None)
+    kept = {*splits.train.keys, *splits.test.keys}
+    assert len(kept) == 8 * 4 + 1 and not kept & {str(tmp_path / name) for name in BAD}
+    assert sorted(splits.skipped) == sorted(
+        [f"{tmp_path / 'empty_class'}: no images, class skipped"]
+        + [f"{tmp_path / name}: {reason}" for name, reason in BAD.items()])
 
 
 def test_a_run_on_a_messy_folder_trains_to_the_end(tmp_path):

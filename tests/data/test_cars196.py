@@ -19,27 +19,7 @@ from tests.data import layouts
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def quiet(line):
-    pass
-
-
-def content(source):
-    """Multiset of (label, sha1 of the stored image) over a split."""
-    return Counter((int(label), layouts.digest(source.read(key).numpy()))
-                   for key, label in zip(source.keys, source.labels))
-
-
-@pytest.fixture(scope="module")
-def official(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("cars")
-    return folder, layouts.write_cars(folder)
-
-
-@pytest.fixture(scope="module")
-def archives(official, tmp_path_factory):
-    manual = tmp_path_factory.mktemp("cars_tfds")
-    layouts.pack_cars(official[0], manual)
-    return manual
+official, archives = layouts.module_fixtures(layouts.write_cars, layouts.pack_cars)
 
 
 def only(folder, names, destination):
@@ -57,7 +37,7 @@ def only(folder, names, destination):
 def test_both_official_layouts_give_the_same_images_and_labels(official, tmp_path, reader, layout):
     folder, expected = official
     images, names = reader(only(folder, layout, tmp_path))
-    assert content(images) == Counter(expected)
+    assert layouts.content(images) == Counter(expected)
     assert names == tuple(layouts.cars_class_names()) and len(names) == 196
 
 
@@ -65,9 +45,9 @@ def test_both_official_layouts_give_the_same_images_and_labels(official, tmp_pat
 def test_split_is_classes_1_to_98_for_training(official, tmp_path, layout):
     folder, expected = official
     config = DataConfig(dataset="cars196", data_dir=str(only(folder, layout, tmp_path)))
-    splits = load_dataset(config, seed=0, log=quiet)
-    assert content(splits.train) == Counter(e for e in expected if e[0] < 98)
-    assert content(splits.test) == Counter(e for e in expected if e[0] >= 98)
+    splits = load_dataset(config, seed=0, log=layouts.quiet)
+    assert layouts.content(splits.train) == Counter(e for e in expected if e[0] < 98)
+    assert layouts.content(splits.test) == Counter(e for e in expected if e[0] >= 98)
     assert set(splits.train_labels) == {0, 1, 97} and set(splits.test_labels) == {98, 149, 195}
 
 
@@ -75,12 +55,12 @@ def test_tfds_route_agrees_with_the_official_layouts(official, archives, monkeyp
     from tensorflow_datasets.image_classification.cars196 import Cars196
 
     layouts.register_fixture_checksums(monkeypatch, Cars196, archives)
-    by_tfds = load_dataset(DataConfig(dataset="cars196", data_dir=str(archives)), seed=0, log=quiet)
+    by_tfds = load_dataset(DataConfig(dataset="cars196", data_dir=str(archives)), seed=0, log=layouts.quiet)
     by_files = load_dataset(DataConfig(dataset="cars196", data_dir=str(official[0]),
-                                       source="official"), seed=0, log=quiet)
+                                       source="official"), seed=0, log=layouts.quiet)
     assert by_tfds.train.keys.dtype.kind == "i"  # TFDS records, not files
-    assert content(by_tfds.train) == content(by_files.train)
-    assert content(by_tfds.test) == content(by_files.test)
+    assert layouts.content(by_tfds.train) == layouts.content(by_files.train)
+    assert layouts.content(by_tfds.test) == layouts.content(by_files.test)
     assert by_tfds.class_names == by_files.class_names
 
 
@@ -88,7 +68,7 @@ def test_tfds_rejects_archives_that_are_not_the_published_ones(archives, tmp_pat
     for name in cars196.TFDS_FILES:
         shutil.copy(archives / name, tmp_path)
     with pytest.raises(DataError, match=r"cars196: .*/car\w*\.(tgz|mat) is not the published file"):
-        load_dataset(DataConfig(dataset="cars196", data_dir=str(tmp_path)), seed=0, log=quiet)
+        load_dataset(DataConfig(dataset="cars196", data_dir=str(tmp_path)), seed=0, log=layouts.quiet)
 
 
 def test_main_without_the_data_exits_with_the_files_to_obtain(tmp_path):

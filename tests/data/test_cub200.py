@@ -2,7 +2,6 @@
 the published layout (tests/data/layouts.py)."""
 
 import shutil
-from collections import Counter
 
 import numpy as np
 import pytest
@@ -14,27 +13,7 @@ from dmml_tf.errors import DataError
 from tests.data import layouts
 
 
-def quiet(line):
-    pass
-
-
-def content(source):
-    """Multiset of (label, sha1 of the stored image) over a split."""
-    return Counter((int(label), layouts.digest(source.read(key).numpy()))
-                   for key, label in zip(source.keys, source.labels))
-
-
-@pytest.fixture(scope="module")
-def official(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("cub")
-    return folder, layouts.write_cub(folder)
-
-
-@pytest.fixture(scope="module")
-def archives(official, tmp_path_factory):
-    manual = tmp_path_factory.mktemp("cub_tfds")
-    layouts.pack_cub(official[0], manual)
-    return manual
+official, archives = layouts.module_fixtures(layouts.write_cub, layouts.pack_cub)
 
 
 def test_official_layout_labels_and_class_names(official):
@@ -48,7 +27,7 @@ def test_official_layout_labels_and_class_names(official):
 
 def test_split_is_classes_1_to_100_for_training(official):
     folder, expected = official
-    splits = load_dataset(DataConfig(dataset="cub200", data_dir=str(folder)), seed=0, log=quiet)
+    splits = load_dataset(DataConfig(dataset="cub200", data_dir=str(folder)), seed=0, log=layouts.quiet)
     train = sorted(label for label, _ in expected if label < 100)
     test = sorted(label for label, _ in expected if label >= 100)
     assert sorted(splits.train_labels) == train and sorted(splits.test_labels) == test
@@ -60,11 +39,11 @@ def test_tfds_route_agrees_with_the_official_layout(official, archives, monkeypa
 
     layouts.register_fixture_checksums(monkeypatch, CaltechBirds2011, archives)
     by_tfds = load_dataset(DataConfig(dataset="cub200", data_dir=str(archives), source="tfds"),
-                           seed=0, log=quiet)
+                           seed=0, log=layouts.quiet)
     by_files = load_dataset(DataConfig(dataset="cub200", data_dir=str(official[0]),
-                                       source="official"), seed=0, log=quiet)
-    assert content(by_tfds.train) == content(by_files.train)
-    assert content(by_tfds.test) == content(by_files.test)
+                                       source="official"), seed=0, log=layouts.quiet)
+    assert layouts.content(by_tfds.train) == layouts.content(by_files.train)
+    assert layouts.content(by_tfds.test) == layouts.content(by_files.test)
     for label in {*by_files.train_labels, *by_files.test_labels}:
         assert by_tfds.class_names[label] == by_files.class_names[label]
     # The prepared records are reused; the extracted archives are removed.
@@ -77,14 +56,14 @@ def test_tfds_rejects_archives_that_are_not_the_published_ones(archives, tmp_pat
         shutil.copy(archives / name, tmp_path)
     with pytest.raises(DataError, match="caltech_birds2011: .*/CUB_200_2011.tgz is not the published file"):
         load_dataset(DataConfig(dataset="cub200", data_dir=str(tmp_path), source="tfds"),
-                     seed=0, log=quiet)
+                     seed=0, log=layouts.quiet)
 
 
 @pytest.mark.parametrize("source", ["auto", "official", "tfds"])
 def test_missing_data_names_the_files_and_the_folder(tmp_path, source):
     with pytest.raises(DataError) as info:
         load_dataset(DataConfig(dataset="cub200", data_dir=str(tmp_path), source=source),
-                     seed=0, log=quiet)
+                     seed=0, log=layouts.quiet)
     message = str(info.value)
     assert f"no {'' if source == 'auto' else source + ' '}data in {tmp_path}" in message
     for name in ("CUB_200_2011/", "images.txt", "image_class_labels.txt", "classes.txt",
@@ -95,5 +74,5 @@ def test_missing_data_names_the_files_and_the_folder(tmp_path, source):
 def test_default_folder_is_under_dmml_data_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("DMML_DATA_DIR", str(tmp_path))
     with pytest.raises(DataError, match=f"no data in {tmp_path / 'cub200'} "):
-        load_dataset(DataConfig(dataset="cub200"), seed=0, log=quiet)
+        load_dataset(DataConfig(dataset="cub200"), seed=0, log=layouts.quiet)
     np.testing.assert_equal(cub200.TRAIN_CLASSES, 100)
