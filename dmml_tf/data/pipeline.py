@@ -87,7 +87,8 @@ def training_stream(source, data_config, seed):
     batch_size = data_config.classes_per_batch * data_config.images_per_class
     keys = tf.constant(source.keys)
     labels = tf.constant(np.asarray(source.labels, np.int32))
-    scale, ratio = [float(v) for v in data_config.crop_scale], [float(v) for v in data_config.crop_ratio]
+    scale = [float(v) for v in data_config.crop_scale]
+    ratio = [float(v) for v in data_config.crop_ratio]
     indices = tf.data.Dataset.from_generator(
         lambda: batch_indices(source.labels, data_config.classes_per_batch,
                               data_config.images_per_class, seed),
@@ -95,10 +96,10 @@ def training_stream(source, data_config, seed):
 
     def load(position, index):
         image = decode_rgb(source.read(tf.gather(keys, index)))
-        image = random_resized_crop(image, data_config.image_size, scale, ratio,
-                                    tf.stack([seed, 2 * position]))
+        crop_seed, flip_seed = tf.stack([seed, 2 * position]), tf.stack([seed, 2 * position + 1])
+        image = random_resized_crop(image, data_config.image_size, scale, ratio, crop_seed)
         if data_config.horizontal_flip:
-            image = tf.image.stateless_random_flip_left_right(image, tf.stack([seed, 2 * position + 1]))
+            image = tf.image.stateless_random_flip_left_right(image, flip_seed)
         return image, tf.gather(labels, index)
 
     images = indices.unbatch().enumerate().map(load, AUTOTUNE, deterministic=True)

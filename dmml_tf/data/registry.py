@@ -95,8 +95,8 @@ def split_encoded(name, images, class_names, in_train, data_config, seed, evalua
     images = images.subset(ok)
     classes = evenly_spaced(np.unique(images.labels), data_config.max_classes)
     if in_train is None:
-        train_ids, _ = split_classes([class_names[c] for c in classes],
-                                     data_config.test_fraction, seed) if len(classes) > 1 else ([], [])
+        train_ids = split_classes([class_names[c] for c in classes], data_config.test_fraction,
+                                  seed)[0] if len(classes) > 1 else []
         in_train = np.isin(images.labels, classes[train_ids])
     else:
         in_train = np.asarray(in_train)[ok]
