@@ -17,10 +17,13 @@ _EXACT_BLOCK_SCORES = 2**24
 # Queries scored together at least; each such block reads the gallery once.
 _EXACT_MIN_QUERIES = 1024
 
-# ScaNN tree settings for galleries above the exact threshold: a query scores at least
-# this many vectors, and this share of the tree's leaves, with asymmetric hashing. On
-# synthetic clustered data, searching half the leaves of a 5k gallery already changed
-# Recall@1; scoring 20k costs milliseconds.
+# ScaNN tree settings for galleries above the exact threshold. The tree has 2 sqrt(G)
+# leaves: on 1M clustered vectors (benchmarks/search.py) searching 5% of 2,000 leaves
+# found 99% of the exact top-10, 5% of 1,000 leaves only 93%. A query scores at least
+# this many vectors, and this share of the leaves, with asymmetric hashing. On synthetic
+# clustered data, searching half the leaves of a 5k gallery already changed Recall@1;
+# scoring 20k costs milliseconds.
+SCANN_LEAVES_PER_SQRT = 2
 SCANN_MIN_SCORED = 20_000
 SCANN_MIN_SEARCHED = 0.05
 # Candidates rescored exactly; 256 still let hashing errors swap a few rows in 5k.
@@ -50,7 +53,8 @@ def exact_neighbors(queries, gallery, k, query_ids=None):
     """
     batch_size = min(len(queries), max(_EXACT_MIN_QUERIES, _EXACT_BLOCK_SCORES // len(gallery)))
     chunk_size = max(k, _EXACT_BLOCK_SCORES // batch_size)
-    chunks = [(start, tf.constant(gallery[start:start + chunk_size]))
+    # Each chunk becomes a tensor only while it is scored: no second copy of the gallery.
+    chunks = [(start, gallery[start:start + chunk_size])
               for start in range(0, len(gallery), chunk_size)]
     own = None if query_ids is None else np.asarray(query_ids, np.int64)
     indices, scores = [], []
@@ -70,24 +74,24 @@ def exact_neighbors(queries, gallery, k, query_ids=None):
 
 def _chunk_top_k(batch, chunk, offset, k, own):
     """Top-`k` (or the whole chunk) of one chunk, as gallery indices and scores."""
-    block = tf.linalg.matmul(batch, chunk, transpose_b=True)
+    block = tf.linalg.matmul(batch, tf.constant(chunk), transpose_b=True)
     if own is not None:
         local = own - offset
-        inside = (local >= 0) & (local < chunk.shape[0])
+        inside = (local >= 0) & (local < len(chunk))
         rows = np.flatnonzero(inside)
         if len(rows):
             positions = np.stack([rows, local[inside]], axis=1)
             block = tf.tensor_scatter_nd_update(block, positions,
                                                 tf.fill([len(rows)], -np.inf))
     # top_k breaks ties towards the lower index: a canonical order to test against.
-    top = tf.math.top_k(block, k=min(k, chunk.shape[0]))
+    top = tf.math.top_k(block, k=min(k, len(chunk)))
     return tf.cast(top.indices, tf.int64) + offset, top.values
 
 
 def scann_settings(gallery_size, exact_below):
     """ScaNN settings for a gallery: brute force below `exact_below`, else a tree.
 
-    A tree has about sqrt(G) leaves; each query searches enough leaves to score at least
+    A tree has about 2 sqrt(G) leaves; each query searches enough leaves to score at least
     20,000 vectors (and at least 5% of the leaves) with 4-bit asymmetric hashing over
     2-dimension blocks, then rescores the best 1,000 candidates exactly.
 
@@ -101,7 +105,7 @@ def scann_settings(gallery_size, exact_below):
     """
     if gallery_size < exact_below:
         return {"mode": "brute_force"}
-    num_leaves = max(1, round(math.sqrt(gallery_size)))
+    num_leaves = max(1, round(SCANN_LEAVES_PER_SQRT * math.sqrt(gallery_size)))
     leaf_size = gallery_size / num_leaves
     leaves_to_search = max(math.ceil(SCANN_MIN_SEARCHED * num_leaves),
                            math.ceil(SCANN_MIN_SCORED / leaf_size))

@@ -51,11 +51,11 @@ def test_drop_self_keeps_rank_order():
     "size, expected",
     [
         (19_999, {"mode": "brute_force"}),
-        # sqrt(40,000) = 200 leaves of 200: 100 leaves score 20,000 vectors.
-        (40_000, {"mode": "tree", "num_leaves": 200, "num_leaves_to_search": 100,
+        # 2 sqrt(40,000) = 400 leaves of 100: 200 leaves score 20,000 vectors.
+        (40_000, {"mode": "tree", "num_leaves": 400, "num_leaves_to_search": 200,
                   "training_sample_size": 40_000, "reorder": 1000}),
-        # 1,000 leaves of 1,000: 5% of the leaves (50) already score 50,000.
-        (1_000_000, {"mode": "tree", "num_leaves": 1000, "num_leaves_to_search": 50,
+        # 2,000 leaves of 500: 5% of the leaves (100) already score 50,000.
+        (1_000_000, {"mode": "tree", "num_leaves": 2000, "num_leaves_to_search": 100,
                      "training_sample_size": 250_000, "reorder": 1000}),
     ],
     ids=["small", "medium", "large"],
