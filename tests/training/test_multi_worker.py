@@ -190,12 +190,16 @@ def test_two_workers_give_the_single_process_loss_and_only_the_chief_writes(tmp_
     logs = [(job / f"run.{i}.log").read_text() for i in range(2)]
     assert codes == [0, 0], logs[0][-3000:] + logs[1][-3000:]
 
-    expected = losses(single / "runs/emoji_styles")
+    expected, got = losses(single / "runs/emoji_styles"), losses(job / "runs/emoji_styles")
     assert len(expected) == 4 and len(set(expected)) == 4  # four different steps
-    np.testing.assert_allclose(losses(job / "runs/emoji_styles"), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    print(f"per-step loss, 1 process: {expected}; 2 workers: {got}; largest relative "
+          f"difference {np.max(np.abs(np.subtract(got, expected)) / np.abs(expected)):.1e}")
     # The chief wrote the outputs; the other worker's scratch folder is gone.
-    assert sorted(p.name for p in (job / "saved_models/emoji_styles").iterdir()) == \
-        ["ensemble", "member0", "member1"]
+    def exported(root):
+        return sorted(p.name for p in (root / "saved_models/emoji_styles").iterdir())
+
+    assert "ensemble" in exported(single) and exported(job) == exported(single)
     assert (job / "runs/emoji_styles/metrics.json").is_file()
     assert "not the chief" not in logs[0]
     assert not scratch_folder(logs[1]).exists()
@@ -214,15 +218,12 @@ def test_a_killed_worker_job_restarts_and_resumes_from_the_last_checkpoint(tmp_p
     workers[1].send_signal(signal.SIGKILL)  # mid-run: the first checkpoint was just saved
     workers[1].wait()
     killed = time.monotonic()
-    # The chief loses its peer: it fails or hangs. Give it a while, then stop it as a
-    # scheduler restarting the whole job would.
-    try:
-        chief_code = workers[0].wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        workers[0].kill()
-        chief_code = workers[0].wait()
+    # The chief misses the peer's heartbeats and stops with one error line; a scheduler
+    # then starts the whole job again with the same command.
+    chief_code = finish(workers[:1], time.monotonic() + 90)[0]
     chief_seconds = time.monotonic() - killed
-    assert chief_code != 0
+    assert chief_code == 2
+    assert "error: A worker of the cluster stopped" in (tmp_path / "first.0.log").read_text()
     assert not (tmp_path / "runs/emoji_styles/metrics.json").exists()  # it did not finish
 
     codes = finish(start_job(tmp_path, args, "again"), time.monotonic() + TIMEOUT_S)
