@@ -1,4 +1,8 @@
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -117,3 +121,21 @@ def test_unknown_network_is_a_config_error(tmp_path):
     export.set_model(make_model())
     with pytest.raises(ConfigError, match="Received: network='member7'"):
         export.on_epoch_end(0, {"ensemble/recall@1": 0.5})
+
+
+def readme_example():
+    """The Python block after the `callbacks-example` marker in README.md."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    after_marker = readme.split("<!-- callbacks-example -->", 1)[1]
+    return after_marker.split("```python\n", 1)[1].split("\n```", 1)[0]
+
+
+@pytest.mark.slow
+def test_readme_callbacks_example_runs(tmp_path):
+    completed = subprocess.run([sys.executable, "-c", readme_example()], cwd=tmp_path,
+                               capture_output=True, text=True, timeout=600,
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+                                    "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "best ensemble MAP@R" in completed.stdout
+    assert (tmp_path / "saved_models/mine/ensemble/1/saved_model.pb").is_file()
