@@ -120,7 +120,8 @@ def build_view(policy, seed, name="view", key="views.policy"):
         except (TypeError, ValueError) as error:
             raise ConfigError(f"Bad arguments for `{key}[{index}].{layer_name}`: {error}. "
                               f"Received: {entry[layer_name]!r}") from None
-    return keras.Sequential(layers, name=name)
+    # An empty policy is no augmentation (a Sequential without layers cannot be called).
+    return keras.Sequential(layers or [keras.layers.Identity()], name=name)
 
 
 def build_views(views_config, members, seed):
