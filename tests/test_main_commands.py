@@ -1,0 +1,85 @@
+"""`python main.py evaluate | export | search` on a finished smoke run, as a user runs them."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+NETWORKS = ["member0", "member1", "shadow0", "shadow1", "ensemble", "shadow_ensemble"]
+
+
+def run_main(*args, cwd):
+    return subprocess.run([sys.executable, str(ROOT / "main.py"), *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("commands")
+    trained = run_main("--smoke", cwd=cwd)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    return cwd
+
+
+@pytest.mark.slow
+def test_training_writes_metrics_history_pictures_exports_and_index(finished_run):
+    run_directory = finished_run / "runs/emoji_styles"
+    metrics = json.loads((run_directory / "metrics.json").read_text())
+    assert list(metrics) == ["pretrained (not fine-tuned)", *NETWORKS]
+    for values in metrics.values():
+        assert list(values) == ["recall@1", "recall@2", "map@r", "r_precision", "nmi",
+                                "scann_recall@2"]
+        assert values["scann_recall@2"] == 1.0  # 84 test images: scored exactly
+    history = json.loads((run_directory / "evaluation_history.json").read_text())
+    assert [entry["epoch"] for entry in history] == [1]
+    # The evaluation after the last epoch is the final one, without the baseline.
+    for network in NETWORKS:
+        assert history[0]["results"][network] == pytest.approx(metrics[network], abs=1e-6)
+    for picture in ("retrieval_grid.png", "recall_per_epoch.png"):
+        assert Image.open(run_directory / picture).format == "PNG"
+    for network in [*NETWORKS, "gallery"]:
+        assert (finished_run / f"saved_models/emoji_styles/{network}/1").is_dir()
+
+
+@pytest.mark.slow
+def test_evaluate_reproduces_the_metrics_from_the_saved_weights(finished_run):
+    metrics_path = finished_run / "runs/emoji_styles/metrics.json"
+    trained = json.loads(metrics_path.read_text())
+    evaluated = run_main("evaluate", cwd=finished_run)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert "shadow_ensemble" in evaluated.stdout
+    again = json.loads(metrics_path.read_text())
+    for network, values in trained.items():
+        assert again[network] == pytest.approx(values, abs=1e-6), network
+
+
+@pytest.mark.slow
+def test_export_then_search_finds_a_gallery_image(finished_run, tmp_path):
+    exported = run_main("export", cwd=finished_run)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    for network in [*NETWORKS, "gallery"]:
+        assert (finished_run / f"saved_models/emoji_styles/{network}/2").is_dir()
+    # A query file made from gallery image 5's thumbnail: its nearest image is image 5.
+    thumbnails = np.load(finished_run / "saved_models/emoji_styles/gallery/2/thumbnails.npy")
+    Image.fromarray(thumbnails[5]).save(tmp_path / "query.png")
+    searched = run_main("search", tmp_path / "query.png", cwd=finished_run)
+    assert searched.returncode == 0, searched.stderr[-3000:]
+    first = next(line for line in searched.stdout.splitlines() if line.startswith("   1."))
+    assert first.endswith("emoji_styles:test/5")
+    assert (finished_run / "runs/emoji_styles/search.png").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, message", [
+    (["search"], "needs query image files"),
+    (["evaluate", "--run", "nowhere"], "No finished run in nowhere"),
+], ids=["no_image", "no_run"])
+def test_command_errors_are_one_line_and_exit_code_2(finished_run, args, message):
+    result = run_main(*args, cwd=finished_run)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
