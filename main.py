@@ -98,7 +98,7 @@ def fit_cohort(config, splits, run_directory, strategy):
         NonFiniteLossGuard(backup),  # first, so a diverged step is never saved
         retrieval_evaluation(config, splits, run_directory),  # before the loggers of its metrics
         ResumableCheckpoint(backup, config.train.checkpoint_every_steps),
-        SameStepCheck(run_directory),  # every worker restored the same step
+        SameStepCheck(),  # every worker restored the same step
         LearningRateLogger(),
         StepTensorBoard(str(run_directory / "tensorboard"), update_freq=config.train.log_every_steps),
         keras.callbacks.ModelCheckpoint(str(run_directory / "dm2.weights.h5"), save_weights_only=True),

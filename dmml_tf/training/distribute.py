@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -224,7 +225,8 @@ def lost_worker_error(run_directory):
     try:
         yield
     except tf.errors.UnavailableError as error:
-        cause = error.message.strip().splitlines()[0]
+        # The first two lines say which task stopped, after the failing op's name in {{...}}.
+        cause = re.sub(r"\{\{.*?\}\}\s*", "", " ".join(error.message.strip().splitlines()[:2]))
         raise ClusterError(f"A worker of the cluster stopped ({cause}). Start the whole job "
                            "again with the same command on every host: training resumes from "
                            f"the last checkpoint in {run_directory}.") from None
@@ -232,15 +234,7 @@ def lost_worker_error(run_directory):
 
 class SameStepCheck(keras.callbacks.Callback):
     """Stop with a `ConfigError` when the workers start `fit` at different optimizer steps,
-    i.e. restored different checkpoints. Put it after the checkpoint callback.
-
-    Args:
-        run_directory: str or Path. Named in the message.
-    """
-
-    def __init__(self, run_directory):
-        super().__init__()
-        self.run_directory = run_directory
+    i.e. restored different checkpoints. Put it after the checkpoint callback."""
 
     def on_train_begin(self, logs=None):
         strategy = self.model.distribute_strategy
@@ -248,6 +242,7 @@ class SameStepCheck(keras.callbacks.Callback):
         steps = strategy.gather(strategy.experimental_distribute_values_from_function(
             lambda context: step), axis=0).numpy().tolist()
         if len(set(steps)) > 1:
-            raise ConfigError(f"The workers restored different checkpoints (steps {steps}). "
-                              f"Put the run directory ({self.run_directory}) on storage that "
-                              "every host shares, then start the whole job again.")
+            raise ConfigError(f"The workers restored different checkpoints (steps {steps}): "
+                              "`run_directory` is not one folder that every host sees. Put it "
+                              "on shared storage (NFS, a ReadWriteMany volume), then start the "
+                              "whole job again.")

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # A tiny run whose views are deterministic (a 32 -> 32 px resize), so that one process
 # and two workers see the very same pixels.
 TINY = ("--smoke", "--set", "model.backbone=tiny_cnn", "--set", "model.weights=null",
-        "--set", "evaluate.backend=exact",
+        "--set", "evaluate.backend=exact", "--set", "evaluate.every_epochs=0",
         "--set", "views.policy=[{Resizing: {height: 32, width: 32}}]")
 TIMEOUT_S = 240
 
@@ -139,16 +139,19 @@ def free_ports(count):
     return ports
 
 
-def start_job(cwd, args, name):
-    """Both workers of a 2-host job (worker 0 is the chief), output in `cwd/<name>.<i>.log`."""
+def start_job(cwd, args, name, worker_cwds=None):
+    """Both workers of a 2-host job (worker 0 is the chief), output in `cwd/<name>.<i>.log`.
+
+    The workers run in `cwd`, a folder both hosts share, or in `worker_cwds`.
+    """
     ports = free_ports(2)
     workers = []
-    for index in range(2):
+    for index, worker_cwd in enumerate(worker_cwds or [cwd, cwd]):
         log = open(cwd / f"{name}.{index}.log", "w")
         env = {**os.environ, "TF_CONFIG": tf_config(ports, index)}
         workers.append(subprocess.Popen(
             [sys.executable, str(ROOT / "main.py"), *TINY, *args, "--strategy", "multi_worker"],
-            cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT))
+            cwd=worker_cwd, env=env, stdout=log, stderr=subprocess.STDOUT))
         log.close()
     return workers
 
@@ -226,6 +229,16 @@ def test_a_killed_worker_job_restarts_and_resumes_from_the_last_checkpoint(tmp_p
     assert "error: A worker of the cluster stopped" in (tmp_path / "first.0.log").read_text()
     assert not (tmp_path / "runs/emoji_styles/metrics.json").exists()  # it did not finish
 
+    # Restarted where worker 1 cannot see the chief's run folder, the workers would start
+    # from different steps: refused.
+    elsewhere = tmp_path / "not_shared"
+    elsewhere.mkdir()
+    codes = finish(start_job(tmp_path, args, "unshared", [tmp_path, elsewhere]),
+                   time.monotonic() + TIMEOUT_S)
+    assert codes == [2, 2]
+    assert "error: The workers restored different checkpoints (steps [" in \
+        (tmp_path / "unshared.0.log").read_text()
+
     codes = finish(start_job(tmp_path, args, "again"), time.monotonic() + TIMEOUT_S)
     logs = [(tmp_path / f"again.{i}.log").read_text() for i in range(2)]
     assert codes == [0, 0], logs[0][-3000:] + logs[1][-3000:]
@@ -234,5 +247,6 @@ def test_a_killed_worker_job_restarts_and_resumes_from_the_last_checkpoint(tmp_p
     assert steps[0] == steps[1] >= 2 and steps[0] % 2 == 0
     assert (tmp_path / "runs/emoji_styles/metrics.json").is_file()
     assert not backup.exists()  # a finished run removes its checkpoint
+    assert not (elsewhere / "runs").exists()  # worker 1 wrote only into its scratch folder
     print(f"chief exit code {chief_code}, {chief_seconds:.0f} s after its peer was killed; "
           f"resumed at step {steps[0]}")
