@@ -48,11 +48,7 @@ def recall_hits(neighbor_labels, query_labels, ks=DEFAULT_KS):
 def recall_at_k(neighbor_labels, query_labels, ks=DEFAULT_KS):
     """Returns the share of queries with a same-label item among their K nearest.
 
-    Args:
-        neighbor_labels: int array of shape `(N, k)`. Labels of every query's
-            neighbours, nearest first, with `k >= max(ks)`.
-        query_labels: int array of shape `(N,)`. The queries' own labels.
-        ks: sequence of int. The cut-offs K. Defaults to `(1, 2, 4, 8)`.
+    Args: as `recall_hits`.
 
     Returns:
         dict mapping `"recall@K"` to a float in [0, 1], in the order of `ks`.
@@ -85,11 +81,7 @@ def r_precision(neighbor_labels, query_labels, relevant_counts):
 def average_precision_at_r(neighbor_labels, query_labels, relevant_counts):
     """Returns each query's AP@R: `(1/R) * sum_{i<=R} P(i) * rel(i)`.
 
-    Args:
-        neighbor_labels: int array of shape `(N, k)`, nearest first, with
-            `k >= max(relevant_counts)`.
-        query_labels: int array of shape `(N,)`.
-        relevant_counts: int array of shape `(N,)`. R of each query, at least 1.
+    Args: as `r_precision`.
 
     Returns:
         float array of shape `(N,)`; its mean is MAP@R.
