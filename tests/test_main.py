@@ -24,7 +24,8 @@ def test_smoke_run_trains_evaluates_and_exports(tmp_path):
                 "ensemble", "shadow_ensemble"}
     assert set(metrics) == expected
     for values in metrics.values():
-        assert set(values) == {"recall@1", "recall@2"}
+        assert set(values) == {"recall@1", "recall@2", "map@r", "r_precision", "nmi",
+                               "scann_recall@2"}
         assert 0.0 < values["recall@1"] <= values["recall@2"] <= 1.0
     for name in ("member0", "member1", "ensemble"):
         assert (tmp_path / f"saved_models/emoji_styles/{name}/1/saved_model.pb").is_file()
