@@ -60,6 +60,37 @@ def test_worker_slices_in_replica_order_rebuild_every_global_batch(workers, loca
                                       -np.arange(batch_size))
 
 
+LOCAL_REPLICAS_SCRIPT = """
+import json, tensorflow as tf
+from dmml_tf.training.distribute import worker_slices
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+batches = tf.data.Dataset.range(48).batch(8).map(lambda ids: (ids, -ids))
+def per_worker(context):
+    local = context.num_replicas_in_sync // context.num_input_pipelines
+    return worker_slices(batches, 8, context.input_pipeline_id, context.num_input_pipelines, local)
+@tf.function
+def step(batch):
+    return strategy.run(lambda ids, labels: tf.distribute.get_replica_context().all_gather(
+        tf.identity(ids), axis=0), args=batch)
+gathered = [strategy.experimental_local_results(step(batch))[0].numpy().tolist()
+            for batch in strategy.distribute_datasets_from_function(per_worker)]
+print(json.dumps(gathered))
+"""
+
+
+def test_local_replicas_take_their_slices_in_order():
+    """Two replicas on one worker (2 logical CPUs): the all-gather of their elements is the
+    global batch, so elements reach local replicas in turn, as `worker_slices` assumes."""
+    result = subprocess.run([sys.executable, "-c", LOCAL_REPLICAS_SCRIPT], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                            text=True, timeout=TIMEOUT_S)
+    assert result.returncode == 0, result.stderr[-3000:]
+    gathered = json.loads(result.stdout.strip().splitlines()[-1])
+    assert gathered == np.arange(48).reshape(6, 8).tolist()
+
+
 def test_workers_together_see_every_image_of_an_epoch_once():
     labels = np.repeat(np.arange(7), [5, 4, 4, 9, 2, 6, 4])  # uneven classes
     classes_per_batch, images_per_class, workers = 4, 2, 2
