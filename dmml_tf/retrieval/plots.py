@@ -43,7 +43,8 @@ def plot_retrieval(query_images, neighbor_images, path, correct=None, query_titl
 def plot_metric_per_epoch(history, path, metric="recall@1"):
     """Draws `metric` against the epoch for every network of an evaluation history.
 
-    Members are solid lines, shadows dashed, ensembles thick.
+    Member m and its shadow share a colour, members solid, shadows dashed; the ensembles
+    are thick and black.
 
     Args:
         history: list of `{"epoch": int, "results": {network: {metric: value}}}`, as
@@ -56,14 +57,16 @@ def plot_metric_per_epoch(history, path, metric="recall@1"):
     for network in history[0]["results"]:
         values = [entry["results"][network][metric] for entry in history]
         style = "--" if network.startswith("shadow") else "-"
-        width = 2.5 if network.endswith("ensemble") else 1.2
-        axis.plot(epochs, values, style, linewidth=width, marker="o", markersize=3,
-                  label=network)
+        ensemble = network.endswith("ensemble")
+        digits = "".join(c for c in network if c.isdigit())
+        colour = "black" if ensemble or not digits else f"C{int(digits) % 10}"
+        axis.plot(epochs, values, style, color=colour, linewidth=2.5 if ensemble else 1.2,
+                  marker="o", markersize=3, label=network)
     axis.set_xlabel("epoch")
     axis.set_ylabel(metric)
     axis.set_xticks(epochs)
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
+    axis.legend(fontsize=8, loc="best")
     axis.set_title(f"{metric} on the test classes after each evaluated epoch", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
