@@ -32,6 +32,10 @@ class DataConfig:
     images_per_class: int = 4
     # Use only this many classes (0: all); for smoke runs.
     max_classes: int = 0
+    # `test` evaluates on the test classes; `validation` holds out validation_fraction of
+    # the training classes instead and never touches the test classes (for tuning).
+    split: str = "test"
+    validation_fraction: float = 0.2
     # Streamed datasets (cub200, cars196, folder:). Training: a random crop of this area
     # fraction and width/height ratio, resized to image_size, flipped if horizontal_flip.
     crop_scale: tuple = (0.25, 1.0)
@@ -42,6 +46,12 @@ class DataConfig:
     resize_size: int = 0
 
     def __post_init__(self):
+        if self.split not in ("test", "validation"):
+            raise ConfigError("Config key `data.split` supports: test, validation. "
+                              f"Received: data.split={self.split!r}")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ConfigError("Config key `data.validation_fraction` must be in (0, 1). "
+                              f"Received: data.validation_fraction={self.validation_fraction}")
         if self.source not in ("auto", "official", "tfds"):
             raise ConfigError("Config key `data.source` supports: auto, official, tfds. "
                               f"Received: data.source={self.source!r}")

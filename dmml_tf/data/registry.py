@@ -37,6 +37,8 @@ class RetrievalSplits:
         data_config: `DataConfig`. Sizes and crops of the input pipeline.
         evaluate_batch_size: int. Batch size of the streamed test images. Defaults to `256`.
         skipped: tuple of str. Files and class folders left out, with the reason.
+        class_groups: tuple of str or None. Per class, a group that a split must not
+            divide (emoji skin-tone variants); `None`: every class is its own group.
     """
 
     name: str
@@ -46,6 +48,7 @@ class RetrievalSplits:
     data_config: DataConfig = DataConfig()
     evaluate_batch_size: int = 256
     skipped: tuple = ()
+    class_groups: tuple | None = None
 
     @property
     def train_labels(self):
@@ -117,7 +120,8 @@ def emoji_styles(data_config, seed, evaluate_batch_size, argument, log):
     everything = ArrayImages(data.images, data.labels)
     return RetrievalSplits("emoji_styles", everything.subset(np.isin(data.labels, train_classes)),
                            everything.subset(np.isin(data.labels, test_classes)),
-                           data.class_names, data_config, evaluate_batch_size)
+                           data.class_names, data_config, evaluate_batch_size,
+                           class_groups=data.class_groups)
 
 
 def image_folder(data_config, seed, evaluate_batch_size, argument, log):
@@ -163,4 +167,19 @@ def load_dataset(data_config, seed, evaluate_batch_size=256, log=print):
     if kind not in DATASETS or bool(colon) != (kind == "folder") or (colon and not argument):
         raise ConfigError(f"Unknown dataset `data.dataset`. Known: emoji_styles, cub200, "
                           f"cars196, folder:PATH. Received: data.dataset={data_config.dataset!r}")
-    return DATASETS[kind](data_config, seed, evaluate_batch_size, argument, log)
+    splits = DATASETS[kind](data_config, seed, evaluate_batch_size, argument, log)
+    return hold_out_validation(splits, seed) if data_config.split == "validation" else splits
+
+
+def hold_out_validation(splits, seed):
+    """Replace the test split by `validation_fraction` of the training classes, so that
+    settings can be chosen without looking at the test classes."""
+    classes = np.unique(splits.train.labels)
+    groups = splits.class_groups or splits.class_names
+    train_ids, validation_ids = split_classes([groups[c] for c in classes],
+                                              splits.data_config.validation_fraction, seed + 1)
+    labels = splits.train.labels
+    return dataclasses.replace(
+        splits, name=f"{splits.name} (validation classes)",
+        train=splits.train.subset(np.isin(labels, classes[train_ids])),
+        test=splits.train.subset(np.isin(labels, classes[validation_ids])))

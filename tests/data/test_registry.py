@@ -6,7 +6,8 @@ import tensorflow as tf
 from PIL import Image
 
 from dmml_tf.config import DataConfig, load_config
-from dmml_tf.data.registry import (RetrievalSplits, dataset_folder, evenly_spaced, load_dataset,
+from dmml_tf.data.registry import (RetrievalSplits, dataset_folder, evenly_spaced, hold_out_validation,
+                                   load_dataset,
                                    split_encoded)
 from dmml_tf.data.sources import ArrayImages, EncodedImages
 from dmml_tf.errors import ConfigError, DataError
@@ -93,3 +94,20 @@ def test_each_dataset_config_loads_and_names_its_dataset(name):
     config = load_config(Path(__file__).resolve().parents[2] / "configs" / f"{name}.yaml")
     assert config.data.dataset == name
     assert config.data.horizontal_flip == (name != "emoji_styles")  # arrows must not flip
+
+
+def test_validation_split_holds_out_training_classes_and_keeps_groups():
+    labels = np.repeat(np.arange(20), 3)
+    images = ArrayImages(np.zeros((60, 4, 4, 3), np.uint8), labels)
+    train_classes = np.arange(10)
+    groups = tuple(f"g{c // 2}" for c in range(20))  # classes 2k and 2k+1 form a group
+    splits = RetrievalSplits("toy", images.subset(np.isin(labels, train_classes)),
+                             images.subset(~np.isin(labels, train_classes)),
+                             tuple(map(str, range(20))), DataConfig(validation_fraction=0.4),
+                             class_groups=groups)
+    held_out = hold_out_validation(splits, seed=0)
+    fit, validation = set(held_out.train.labels), set(held_out.test.labels)
+    assert fit | validation == set(train_classes) and not fit & validation
+    assert len(validation) == 4
+    assert all((c ^ 1) in validation for c in validation)  # a group is never divided
+    assert held_out.name == "toy (validation classes)"
