@@ -8,6 +8,7 @@ callbacks after it see them.
 """
 
 import json
+import time
 from pathlib import Path
 
 import keras
@@ -36,7 +37,9 @@ class RetrievalEvaluation(keras.callbacks.Callback):
 
     Each evaluation embeds `images` with every network in inference mode and computes
     Recall@K, MAP@R, R-Precision and NMI (`dmml_tf.retrieval.evaluate.retrieval_metrics`);
-    the metrics go into the epoch's logs and `history`, and one line is printed.
+    all go into `history`, the `logged_metrics` and `monitor` into the epoch's logs (and so
+    into Keras' progress line, `History`, `CSVLogger`, `TensorBoard`), and one line is
+    printed.
 
     Args:
         images: array of shape `(N, H, W, 3)` in [0, 255], or a batched
@@ -55,6 +58,8 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         scann_check_queries: int. Queries on which ScaNN's recall against exact search is
             measured. Defaults to `1000`.
         batch_size: int. Embedding batch size for arrays. Defaults to `256`.
+        logged_metrics: sequence of str. The metrics of every network put into the logs.
+            Defaults to `("recall@1",)`.
         history_path: str or `Path` or `None`. A JSON file that gets `history` after each
             evaluation; a resumed run keeps the entries of the epochs before it.
             Defaults to `None`.
@@ -76,7 +81,8 @@ class RetrievalEvaluation(keras.callbacks.Callback):
 
     def __init__(self, images, labels, every_epochs=1, monitor="ensemble/recall@1",
                  recall_at=(1, 2, 4, 8), backend="scann", exact_below=EXACT_BELOW,
-                 scann_check_queries=1000, batch_size=256, history_path=None, log=print):
+                 scann_check_queries=1000, batch_size=256, logged_metrics=("recall@1",),
+                 history_path=None, log=print):
         super().__init__()
         if not isinstance(every_epochs, int) or every_epochs < 0:
             raise ConfigError("every_epochs must be a non-negative integer. "
@@ -88,6 +94,7 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         self.settings = EvaluateConfig(recall_at=tuple(recall_at), backend=backend,
                                        exact_below=exact_below, batch_size=batch_size,
                                        scann_check_queries=scann_check_queries)
+        self.logged_metrics = tuple(logged_metrics)
         self.history_path = None if history_path is None else Path(history_path)
         self.log = log
         self.history = []
@@ -103,6 +110,7 @@ class RetrievalEvaluation(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if not self.every_epochs or (epoch + 1) % self.every_epochs:
             return
+        started = time.perf_counter()
         results = self.evaluate()
         flat = {f"{network}/{metric}": value
                 for network, metrics in results.items() for metric, value in metrics.items()}
@@ -110,7 +118,8 @@ class RetrievalEvaluation(keras.callbacks.Callback):
             raise ConfigError(f"The monitored metric is not among the evaluation results: "
                               f"{', '.join(flat)}. Received: monitor={self.monitor!r}")
         if logs is not None:
-            logs.update(flat)
+            logs.update({key: value for key, value in flat.items()
+                         if key == self.monitor or key.rpartition("/")[2] in self.logged_metrics})
         self.history.append({"epoch": epoch + 1, "results": results})
         if self.history_path is not None:
             self.write_history()
@@ -119,8 +128,9 @@ class RetrievalEvaluation(keras.callbacks.Callback):
             self.best, self.best_epoch = value, epoch + 1
         recall_1 = "  ".join(f"{network} {metrics['recall@1']:.4f}"
                              for network, metrics in results.items() if "recall@1" in metrics)
-        self.log(f"      epoch {epoch + 1} evaluation: Recall@1 {recall_1}; {self.monitor} "
-                 f"{value:.4f}, best {self.best:.4f} at epoch {self.best_epoch}")
+        self.log(f"      epoch {epoch + 1} evaluation ({time.perf_counter() - started:.0f} s): "
+                 f"Recall@1 {recall_1}; {self.monitor} {value:.4f}, best {self.best:.4f} at "
+                 f"epoch {self.best_epoch}")
 
     def write_history(self):
         """Writes `history` to `history_path`, after the entries of earlier epochs that a

@@ -62,6 +62,7 @@ def test_evaluation_every_two_epochs_fills_logs_history_and_best(data):
     recorded = history.history["ensemble/recall@1"]
     assert recorded == [entry["results"]["ensemble"]["recall@1"]
                         for entry in evaluation.history]
+    assert "member0/recall@1" in history.history and "ensemble/map@r" not in history.history
     assert evaluation.best == max(recorded)
     assert evaluation.best_epoch == 2 + 2 * recorded.index(max(recorded))
     assert len(lines) == 2 and "ensemble/recall@1" in lines[-1]
