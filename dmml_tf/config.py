@@ -159,8 +159,8 @@ class TrainConfig:
     backbone_learning_rate: float | None = None
     # Decoupled weight decay of every trainable weight (0: none).
     weight_decay: float = 0.0
-    # constant | step (times step_factor at each epoch in step_epochs) | cosine (to 0 at
-    # the last step).
+    # constant | step (times step_factor after each number of epochs in step_epochs) |
+    # cosine (to 0 at the last step).
     schedule: str = "constant"
     step_epochs: tuple = ()
     step_factor: float = 0.1
@@ -168,7 +168,8 @@ class TrainConfig:
     checkpoint_every_steps: int = 50
     # Write the loss terms and learning rates to TensorBoard every this many steps.
     log_every_steps: int = 10
-    # XLA-compile the train step (slower on CPU with depthwise convolutions).
+    # XLA-compile the train step: much slower on CPU (depthwise convolutions), and the
+    # views' RandomResizedCrop has no XLA kernel (see benchmarks/train_step.py).
     jit_compile: bool = False
     # Stop each epoch after this many steps (0: a full pass); for smoke runs.
     max_steps_per_epoch: int = 0

@@ -129,11 +129,11 @@ class DM2Model(keras.Model):
         Args:
             optimizer: keras optimizer or str. Trains every weight, or only the members'
                 `head` layers when `backbone_optimizer` is given. Defaults to `"adam"`.
-            backbone_optimizer: keras optimizer or None. Trains every weight outside the
-                `head` layers. Defaults to `None`.
+            backbone_optimizer: keras optimizer, str or None. Trains every weight outside
+                the `head` layers. Defaults to `None`.
         """
         super().compile(optimizer=optimizer, **kwargs)
-        self.backbone_optimizer = backbone_optimizer
+        self.backbone_optimizer = None if backbone_optimizer is None else keras.optimizers.get(backbone_optimizer)
         if backbone_optimizer is not None:
             for member in self.members:
                 if "head" not in [layer.name for layer in member.layers]:
@@ -171,10 +171,12 @@ class DM2Model(keras.Model):
         return named
 
     def make_views(self, images):
-        """One augmented view per network (members, then shadows)."""
+        """One augmented view per network that runs: the members, then the shadows when
+        they teach."""
+        networks = len(self.views) if self.shadows_teach() else len(self.members)
         if not self.view_diversity:
-            return [self.views[0](images, training=True)] * len(self.views)
-        return [view(images, training=True) for view in self.views]
+            return [self.views[0](images, training=True)] * networks
+        return [view(images, training=True) for view in self.views[:networks]]
 
     def shadows_teach(self):
         return self.mutual and self.teachers in ("shadows", "both")
@@ -210,10 +212,9 @@ class DM2Model(keras.Model):
         labels = gather_global(labels)
         # 1. views: one augmented view of the local batch per network (members, then shadows).
         views = self.make_views(images)
-        # 2. forward, gathered over replicas; shadows only when they teach.
+        # 2. forward, gathered over replicas; shadows only when they teach (have views).
         shadow_embeddings = [gather_global(tf.stop_gradient(shadow(view, training=False)))
-                             for shadow, view in zip(self.shadows, views[len(self.members):])
-                             if self.shadows_teach()]
+                             for shadow, view in zip(self.shadows, views[len(self.members):])]
         groups = self.optimizer_groups()
         with tf.GradientTape() as tape:
             member_embeddings = [gather_global(member(view, training=True))
@@ -255,6 +256,8 @@ class DM2Model(keras.Model):
                  for member_weight, shadow_weight in zip(member.weights, shadow.weights)]
 
         def move(shadow_weight, member_weight):
+            if not shadow_weight.dtype.is_floating:  # counters (e.g. a Normalization's) are copied
+                return shadow_weight.assign(member_weight)
             tau = tf.cast(decay, shadow_weight.dtype)
             return shadow_weight.assign(tau * shadow_weight + (1.0 - tau) * member_weight)
 

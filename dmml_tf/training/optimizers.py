@@ -16,8 +16,9 @@ def _step(learning_rate, train_config, steps_per_epoch):
     epochs = sorted(train_config.step_epochs)
     if not epochs:
         return learning_rate
+    # PiecewiseConstantDecay switches after its boundary step; decay from step epoch * steps.
     return keras.optimizers.schedules.PiecewiseConstantDecay(
-        boundaries=[epoch * steps_per_epoch for epoch in epochs],
+        boundaries=[epoch * steps_per_epoch - 1 for epoch in epochs],
         values=[learning_rate * train_config.step_factor**i for i in range(len(epochs) + 1)],
     )
 

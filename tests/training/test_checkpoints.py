@@ -12,6 +12,7 @@ import h5py
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from dmml_tf.errors import TrainingError
 from dmml_tf.models.backbones import tiny_cnn
@@ -85,3 +86,44 @@ def test_sigkill_mid_epoch_then_the_same_command_resumes_and_finishes(tmp_path):
     assert not (run_directory / "backup").exists()  # a finished run deletes its backup
     logged = [line.split(",")[0] for line in (run_directory / "history.csv").read_text().splitlines()]
     assert logged == ["epoch", *map(str, range(epochs))]
+
+
+def tensorboard_scalars(directory):
+    """`{tag: [step, ...]}` of every scalar in the TensorBoard event files under `directory`."""
+    steps = {}
+    for path in sorted(Path(directory).glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                steps.setdefault(value.tag, []).append(event.step)
+    return steps
+
+
+def test_tensorboard_gets_every_term_both_learning_rates_and_metrics_with_continued_steps(tmp_path):
+    from dmml_tf.training.callbacks import RetrievalEvaluation
+    from dmml_tf.training.checkpoints import StepTensorBoard
+    from dmml_tf.training.optimizers import LearningRateLogger
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (48, 32, 32, 3)).astype("float32")
+    labels = np.repeat(np.arange(12), 4).astype("int32")
+    members = [build_embedder(tiny_cnn((32, 32, 3), seed=s), 8, seed=s, name=f"member{s}")
+               for s in (0, 1)]
+    model = DM2Model(members)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), backbone_optimizer=keras.optimizers.Adam(1e-4))
+    batches = tf.data.Dataset.from_tensors((images[:16], labels[:16])).repeat()
+
+    def fit(initial_epoch, epochs):  # a new set of callbacks, as a restarted run makes
+        callbacks = [RetrievalEvaluation(images, labels, backend="exact", recall_at=(1,)),
+                     LearningRateLogger(), StepTensorBoard(str(tmp_path), update_freq=1)]
+        model.fit(batches, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=3,
+                  shuffle=False, verbose=0, callbacks=callbacks)
+
+    fit(0, 2)
+    fit(2, 3)  # continues at optimizer step 6, as after a resume
+    scalars = tensorboard_scalars(tmp_path / "train")
+    for term in ("loss", "member0_triplet", "member0_relational", "member1_triplet",
+                 "member1_relational", "learning_rate", "backbone_learning_rate"):
+        assert scalars[f"batch_{term}"] == list(range(1, 10)), term
+    assert scalars["epoch_ensemble/recall@1"] == [0, 1, 2]
+    assert scalars["epoch_shadow1/recall@1"] == [0, 1, 2]
+    assert scalars["epoch_backbone_learning_rate"] == [0, 1, 2]

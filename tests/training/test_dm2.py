@@ -109,6 +109,12 @@ def policy_views(count):
     return [build_view(ViewsConfig().policy, seed=n, name=f"view{n}") for n in range(count)]
 
 
+@pytest.mark.parametrize("switches, networks", [({}, 4), ({"teachers": "peers"}, 2)],
+                         ids=["shadows_teach", "peers_only"])
+def test_shadow_views_only_when_shadows_teach(batch, switches, networks):
+    assert len(make_model(**switches).make_views(batch[0])) == networks
+
+
 @pytest.mark.parametrize("view_diversity", [True, False], ids=["diverse", "shared"])
 def test_views_differ_only_with_view_diversity(batch, view_diversity):
     images, _ = batch

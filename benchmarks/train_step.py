@@ -1,0 +1,158 @@
+"""The DM2 train step against two independent single-member steps, and XLA on against off,
+measured side by side in one run.
+
+    python benchmarks/train_step.py                       # configs/emoji_styles.yaml: 64 px,
+                                                          # 16 x 4 = 64 images, MobileNetV2
+    python benchmarks/train_step.py --set model.backbone=tiny_cnn --rounds 3
+
+Builds, from the config (with `model.weights=null` unless set: weights do not change the
+speed), three cohorts under MirroredStrategy as `main.py` does:
+
+- DM2: M members, shadows and views as configured (the default: 2 members, both teach);
+- single: one member, `cohort.mutual=false` (no teachers, so no shadow forward, no shadow
+  view, no relational loss): training one model on its own;
+- DM2 without views (`views.policy=[]`), with `train.jit_compile` off and on: XLA has no
+  kernel for the views' crop (CropAndResize), so a step with views does not compile.
+
+It then runs them in turns, `--steps` steps each per round, on one fixed batch already in
+memory, and reports the median step time of each. The DM2 goal is at most 1.20 times two
+single-member steps: its only extra work is one inference forward per shadow, the EMA
+update and the small loss terms.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from dmml_tf.config import load_config  # noqa: E402
+from dmml_tf.training.cohort import build_cohort  # noqa: E402
+
+
+class StepTimes(keras.callbacks.Callback):
+    """Wall time of every train step but the first of each `fit`."""
+
+    def __init__(self):
+        super().__init__()
+        self.times = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch > 0:
+            self.times.append(time.perf_counter() - self.started)
+
+
+def build(args, strategy, *overrides):
+    """A compiled cohort for the benchmark's config with more `overrides`."""
+    config = load_config(args.config, ["model.weights=null", *args.overrides, *overrides])
+    with strategy.scope():
+        return build_cohort(config, steps_per_epoch=100)
+
+
+def time_in_turns(models, batches, steps, rounds):
+    """Median step time of each model, the models taking turns `rounds` times."""
+    timers = {name: StepTimes() for name in models}
+    for model in models.values():  # trace every step function before timing
+        model.fit(batches, epochs=1, steps_per_epoch=2, shuffle=False, verbose=0)
+    for _ in range(rounds):
+        for name, model in models.items():
+            model.fit(batches, epochs=1, steps_per_epoch=steps + 1, shuffle=False, verbose=0,
+                      callbacks=[timers[name]])
+    return {name: statistics.median(timer.times) for name, timer in timers.items()}
+
+
+def median_time(function, *args, repeats=10):
+    """Median wall time of `function(*args)` after one call that traces it."""
+    function(*args)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function(*args)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def dm2_parts(model, strategy, images, labels):
+    """Seconds of the parts of a DM2 step beyond its members' own steps."""
+    members = len(model.members)
+    views = tf.function(lambda x: model.views[0](x, training=True))
+    shadow = tf.function(lambda x: model.shadows[0](x, training=False))
+    embeddings = [member(images) for member in model.members]
+    shadow_embeddings = [s(images) for s in model.shadows]
+
+    @tf.function
+    def losses():
+        with tf.GradientTape() as tape:
+            tape.watch(embeddings)
+            total, _ = model.cohort_losses(labels, embeddings, shadow_embeddings)
+        return tape.gradient(total, embeddings)
+
+    ema = tf.function(lambda: strategy.run(model.update_shadows))
+    return {
+        f"{members} shadow forwards (inference)": members * median_time(shadow, images),
+        f"{members * 2 - 1} more views": (members * 2 - 1) * median_time(views, images),
+        "losses and their gradients": median_time(losses),
+        "EMA update of the shadows": median_time(ema),
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=Path("configs/emoji_styles.yaml"))
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="SECTION.KEY=VALUE")
+    parser.add_argument("--steps", type=int, default=6, help="steps per model and round")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of turns")
+    args = parser.parse_args(argv)
+
+    config = load_config(args.config, ["model.weights=null", *args.overrides])
+    data = config.data
+    batch_size = data.classes_per_batch * data.images_per_class
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (batch_size, data.image_size, data.image_size, 3)).astype("float32")
+    labels = np.repeat(np.arange(data.classes_per_batch), data.images_per_class).astype("int32")
+    batches = tf.data.Dataset.from_tensors((images, labels)).repeat()
+    keras.utils.set_random_seed(config.seed)
+    strategy = tf.distribute.MirroredStrategy()
+
+    dm2 = build(args, strategy)
+    step = time_in_turns({"dm2": dm2, "single": build(args, strategy, "cohort.members=1",
+                                                      "cohort.mutual=false")},
+                         batches, args.steps, args.rounds)
+    # XLA has no kernel for the views' crop (CropAndResize): compare it without views.
+    step |= time_in_turns({"no_views": build(args, strategy, "views.policy=[]"),
+                           "no_views_jit": build(args, strategy, "views.policy=[]",
+                                                 "train.jit_compile=true")},
+                          batches, steps=2, rounds=2)
+    parts = dm2_parts(dm2, strategy, images, labels)
+
+    members = config.cohort.members
+    backbones = ", ".join(config.model.backbone_of(m) for m in range(members))
+    print(f"config {args.config}: {data.image_size} px, batch {data.classes_per_batch} x "
+          f"{data.images_per_class} = {batch_size}, {members} members ({backbones}), "
+          f"teachers {config.cohort.teachers}, view diversity {config.cohort.view_diversity}; "
+          f"{os.cpu_count()} CPU cores; median step times")
+    for name, label in (("single", "one member on its own"), ("dm2", "DM2"),
+                        ("no_views", "DM2 without views"), ("no_views_jit", "DM2 without views, XLA")):
+        print(f"  {label:<26} {step[name]:7.3f} s/step  {batch_size / step[name]:7.1f} images/s")
+    print(f"DM2 / {members} single-member steps: {step['dm2'] / (members * step['single']):.3f} "
+          "(goal <= 1.20)")
+    print(f"jit_compile on / off (without views): {step['no_views_jit'] / step['no_views']:.3f}")
+    print(f"where DM2's extra {step['dm2'] - members * step['single']:.3f} s goes:")
+    for label, seconds in parts.items():
+        print(f"  {label:<34} {seconds:7.3f} s")
+
+
+if __name__ == "__main__":
+    main()
