@@ -46,7 +46,7 @@ class MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
     which `ReplicaContext.all_gather` needs, so they are placed on the replica's device.
     """
 
-    def reduce(self, reduce_op, value, axis):
+    def reduce(self, reduce_op, value, axis=None):
         def reduce_leaf(leaf):
             scalar = self.experimental_local_results(leaf)[0].shape.rank == 0
             return super(MultiWorkerStrategy, self).reduce(reduce_op, leaf, None if scalar else axis)
@@ -119,13 +119,6 @@ def build_strategy(name):
     return STRATEGIES[name]()
 
 
-def worker_count(strategy):
-    """How many workers (hosts) train together: 1 but under `MultiWorkerStrategy`."""
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return strategy.extended._num_workers  # no public accessor
-    return 1
-
-
 def is_chief(strategy):
     """Whether this process writes checkpoints, logs and exports: the `chief` task, else
     worker 0; always on one machine."""
@@ -165,7 +158,7 @@ def worker_slices(dataset, global_batch_size, worker, workers, local_replicas=1)
 
 
 def distribute_batches(strategy, make_dataset, global_batch_size):
-    """What `fit` takes: the global batches, sliced per worker under several workers.
+    """What `fit` takes: the global batches, sliced per worker under `MultiWorkerStrategy`.
 
     Args:
         strategy: `tf.distribute.Strategy`.
@@ -173,7 +166,7 @@ def distribute_batches(strategy, make_dataset, global_batch_size):
             every worker.
         global_batch_size: int. Rows in each global batch.
     """
-    if worker_count(strategy) == 1:
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return make_dataset()  # Keras splits each batch across local devices in order.
 
     def worker_dataset(context):
