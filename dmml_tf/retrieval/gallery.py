@@ -98,6 +98,6 @@ def retrieval_grid(embeddings, splits, data_config, evaluate_config, path, netwo
               "green = same class, red = other class")
 
 
-def _short(name, length=16):
+def _short(name, length=20):
     name = str(name)
     return name if len(name) <= length else name[:length - 1] + "…"

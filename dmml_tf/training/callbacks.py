@@ -2,7 +2,7 @@
 
 Both work with a `DM2Model` (every member, shadow and ensemble is evaluated) and with any
 other embedding `keras.Model` (evaluated as `model`). Put `RetrievalEvaluation` before
-`ExportBest`, `CSVLogger` and `TensorBoard` in the callback list: it adds its metrics to
+`ExportBest`, `CSVLogger` and `TensorBoard` in the callback list: it adds metrics to
 the epoch's logs, as `"<network>/<metric>"` (e.g. `"ensemble/recall@1"`), and the
 callbacks after it see them.
 """
