@@ -256,7 +256,7 @@ def run(config):
         splits = build_data(config)
         model = fit_cohort(config, splits, run_directory, strategy)
         table = evaluate(config, model, splits, run_directory)
-        export_root = export(config, model, splits)
+        export_root = export(config, model, splits) if config.export.enabled else "(export off)"
 
         print(f"\nRecall@K on {len(splits.test_labels)} test images of unseen classes "
               f"({time.time() - started:.0f} s in all):\n{table}")

@@ -205,6 +205,8 @@ class EvaluateConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ExportConfig:
+    # Off: train and evaluate only (benchmarks/reproduce.py sweeps).
+    enabled: bool = True
     directory: str = "saved_models"
     # The network whose embeddings the gallery index holds and `main.py search` uses.
     gallery_network: str = "ensemble"
