@@ -284,6 +284,7 @@ def _validate(config):
         "evaluate.batch_size": config.evaluate.batch_size,
         "evaluate.scann_check_queries": config.evaluate.scann_check_queries,
         "evaluate.grid_neighbors": config.evaluate.grid_neighbors,
+        "evaluate.exact_below": config.evaluate.exact_below,
         "export.thumbnail_size": config.export.thumbnail_size,
         "export.search_k": config.export.search_k,
     }
@@ -307,6 +308,11 @@ def _validate(config):
     if config.evaluate.backend not in ("scann", "exact"):
         raise ConfigError("Config key `evaluate.backend` supports: scann, exact. "
                           f"Received: evaluate.backend={config.evaluate.backend!r}")
+    if config.evaluate.every_epochs < 0 or "/" not in config.evaluate.monitor:
+        raise ConfigError("Config key `evaluate.every_epochs` must be 0 or more and "
+                          "`evaluate.monitor` look like `<network>/<metric>`. Received: "
+                          f"evaluate.every_epochs={config.evaluate.every_epochs}, "
+                          f"evaluate.monitor={config.evaluate.monitor!r}")
     if any(not isinstance(k, int) or k < 1 for k in config.evaluate.recall_at):
         raise ConfigError("Config key `evaluate.recall_at` must list positive integers. "
                           f"Received: {config.evaluate.recall_at}")
