@@ -169,3 +169,12 @@ def test_backbone_optimizer_needs_a_head_layer():
     model = DM2Model([keras.Model(inputs, outputs, name="plain")])
     with pytest.raises(ValueError, match="needs a layer named `head`"):
         model.compile(optimizer="adam", backbone_optimizer="adam")
+
+
+def test_config_round_trip_keeps_every_hyperparameter():
+    options = dict(margin=0.3, mining="distance_weighted", relational_weight=5.0,
+                   distance_weight=0.5, angle_weight=2.0, teachers="peers", view_diversity=False,
+                   mutual=True, ema_decay=0.95, ema_warmup=False, ema_every=3, seed=7)
+    restored = DM2Model.from_config(make_model(**options).get_config())
+    assert {key: getattr(restored, key) for key in options} == options
+    assert len(restored.members) == len(restored.shadows) == 2
