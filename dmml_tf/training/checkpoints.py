@@ -1,9 +1,10 @@
 """Checkpoints a killed run resumes from, and a guard that stops on a non-finite loss.
 
 `ResumableCheckpoint` is Keras' `BackupAndRestore` saving every `save_every_steps` steps:
-the whole model (members, shadows, views' random state), both optimizers' state and the
-step count. A run started again with the same command restores it and continues from
-the start of the interrupted epoch (the step count continues); a finished run deletes it.
+members, shadows, both optimizers' state and the step count. A run started again with
+the same command restores it and continues from the start of the interrupted epoch (the
+step count continues; the data order and the views' random streams start again from
+their seeds); a finished run deletes it.
 Put `NonFiniteLossGuard` before it in the callback list so a NaN step is never saved.
 """
 
@@ -56,7 +57,8 @@ class ResumableCheckpoint(keras.callbacks.BackupAndRestore):
     """
 
     def __init__(self, directory, save_every_steps=50, log=print):
-        super().__init__(str(directory), save_freq=save_every_steps)
+        # Two checkpoints: a run killed while writing one resumes from the other.
+        super().__init__(str(directory), save_freq=save_every_steps, double_checkpoint=True)
         self.log = log
 
     def on_train_begin(self, logs=None):
