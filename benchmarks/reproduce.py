@@ -24,8 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 ARMS = {
     "independent": ["cohort.mutual=false"],
     "dm2": [],
-    "dm2 - model diversity": ["cohort.model_diversity=false"],
-    "dm2 - temporal diversity": ["cohort.temporal_diversity=false"],
+    # DESIGN §1: peers teach through model diversity, shadows through temporal diversity.
+    "dm2 - model diversity": ["cohort.model_diversity=false", "cohort.teachers=shadows"],
+    "dm2 - temporal diversity": ["cohort.teachers=peers"],
     "dm2 - view diversity": ["cohort.view_diversity=false"],
 }
 METRICS = ("recall@1", "recall@2", "recall@4", "recall@8", "map@r")
@@ -38,7 +39,8 @@ def run_arm(arm, seed, args, work):
     if metrics.is_file():  # finished earlier: a rerun resumes the sweep
         return json.loads(metrics.read_text())
     overrides = [f"seed={seed}", f"train.epochs={args.epochs}", f"run_directory={run_directory}",
-                 "export.enabled=false", f"data.split={args.split}",
+                 "export.enabled=false",
+                 "evaluate.every_epochs=0", f"data.split={args.split}",
                  *ARMS[arm], *args.overrides]
     command = [sys.executable, str(ROOT / "main.py"), "--dataset", args.dataset]
     command += [item for override in overrides for item in ("--set", override)]
