@@ -29,6 +29,7 @@ EVALUATION_HISTORY = "evaluation_history.json"
 SMOKE_OVERRIDES = (
     "data.max_classes=24", "data.image_size=32", "data.classes_per_batch=4",
     "train.epochs=1", "train.max_steps_per_epoch=2", "evaluate.recall_at=[1,2]",
+    "evaluate.every_epochs=1",
 )
 
 
