@@ -1,9 +1,10 @@
 """Backbone registry: config name -> a Keras model from images to a feature map.
 
 Every backbone takes float32 NHWC pixel values in [0, 255] and normalises internally.
-`mobilenet_v2` loads offline torchvision ImageNet weights; `efficientnet_b0` and
-`resnet50_v2` come from keras.applications (`weights: imagenet` or null); `tiny_cnn` is
-for tests.
+`mobilenet_v2` loads offline torchvision ImageNet weights; `efficientnet_b0`, `resnet50`
+(the standard metric-learning backbone) and `resnet50_v2` come from keras.applications
+(`weights: imagenet` or null), each behind its own `preprocess_input`; `tiny_cnn` is for
+tests.
 """
 
 import keras
@@ -31,13 +32,13 @@ def _mobilenet_v2(input_shape, weights, name, seed):
     return mobilenet_v2(input_shape=input_shape, weights=weights, include_top=False, name=name)
 
 
-def _keras_application(constructor, rescale):
-    """A `keras.applications` network without its classifier, fed [0, 255] pixels.
+def _keras_application(constructor, preprocess_input):
+    """A `keras.applications` network without its classifier, fed [0, 255] RGB pixels.
 
     Args:
-        constructor: callable. E.g. `keras.applications.EfficientNetB0`.
-        rescale: bool. Map pixels to [-1, 1] first (networks without their own
-            preprocessing layers); `False` for networks that normalise internally.
+        constructor: callable. E.g. `keras.applications.ResNet50`.
+        preprocess_input: callable. The network's own `keras.applications` preprocessing,
+            applied inside the model so that exports take raw pixels.
     """
     def build(input_shape, weights, name, seed):
         del seed  # random initialisation draws from the global seed (keras.utils.set_random_seed)
@@ -51,8 +52,7 @@ def _keras_application(constructor, rescale):
                                f"({error}). Put the file keras.applications downloads in "
                                "~/.keras/models, or set model.weights=null.") from None
         inputs = keras.Input(input_shape)
-        x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(inputs) if rescale else inputs
-        return keras.Model(inputs, network(x), name=name)
+        return keras.Model(inputs, network(preprocess_input(inputs)), name=name)
 
     return build
 
@@ -60,8 +60,13 @@ def _keras_application(constructor, rescale):
 BACKBONES = {
     "mobilenet_v2": _mobilenet_v2,
     "tiny_cnn": tiny_cnn,
-    "efficientnet_b0": _keras_application(keras.applications.EfficientNetB0, rescale=False),
-    "resnet50_v2": _keras_application(keras.applications.ResNet50V2, rescale=True),
+    "efficientnet_b0": _keras_application(keras.applications.EfficientNetB0,
+                                          keras.applications.efficientnet.preprocess_input),
+    # Caffe-style: RGB to BGR, minus the ImageNet channel means.
+    "resnet50": _keras_application(keras.applications.ResNet50,
+                                   keras.applications.resnet.preprocess_input),
+    "resnet50_v2": _keras_application(keras.applications.ResNet50V2,
+                                      keras.applications.resnet_v2.preprocess_input),
 }
 
 
