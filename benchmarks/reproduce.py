@@ -51,6 +51,12 @@ def run_arm(arm, seed, args, work):
     return json.loads(metrics.read_text())
 
 
+def members_mean(run):
+    """One run's metrics averaged over its online members."""
+    members = [values for name, values in run.items() if name.startswith("member")]
+    return {m: statistics.mean(v[m] for v in members) for m in METRICS if m in members[0]}
+
+
 def summarise(runs):
     """{row: {metric: (mean, std)}}: members averaged over members, ensembles as they are."""
     rows = {}
@@ -66,11 +72,9 @@ def summarise(runs):
     first_arm = next(iter(runs))
     add("pretrained (not fine-tuned)", [r["pretrained (not fine-tuned)"] for r in runs[first_arm]])
     for arm, seeds in runs.items():
-        members = [{m: statistics.mean(r[n][m] for n in r if n.startswith("member") and m in r[n])
-                    for m in METRICS if m in r["member0"]} for r in seeds]
-        add(f"{arm}: members", members)
+        add(f"{arm}: members", [members_mean(r) for r in seeds])
         add(f"{arm}: ensemble", [r["ensemble"] for r in seeds])
-        if "shadow_ensemble" in seeds[0] and arm != "independent":
+        if "shadow_ensemble" in seeds[0]:  # every arm keeps EMA shadows, mutual or not
             add(f"{arm}: shadow ensemble", [r["shadow_ensemble"] for r in seeds])
     return rows
 
@@ -81,6 +85,29 @@ def markdown_table(rows):
     for row, values in rows.items():
         cells = [f"{100 * values[m][0]:.1f} ± {100 * values[m][1]:.1f}" for m in metrics]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def paired_differences(runs, baseline="independent"):
+    """Recall@1 of each arm minus the baseline's, in points, seed by seed.
+
+    The same seed draws the same class split for every arm, so these differences are free
+    of the split's share of the seed spread.
+    """
+    if baseline not in runs:
+        return ""
+    lines = [f"| Recall@1 minus {baseline} | members | ensemble | shadow ensemble |",
+             "|---|---|---|---|"]
+    for arm, seeds in runs.items():
+        if arm == baseline:
+            continue
+        cells = []
+        for pick in (members_mean, lambda run: run["ensemble"], lambda run: run["shadow_ensemble"]):
+            deltas = [100 * (pick(r)["recall@1"] - pick(b)["recall@1"])
+                      for r, b in zip(seeds, runs[baseline])]
+            cells.append(", ".join(f"{d:+.1f}" for d in deltas)
+                         + f" (mean {statistics.mean(deltas):+.1f})")
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -121,7 +148,7 @@ def main():
     work = args.work / args.split
     runs = {arm: [run_arm(arm, seed, args, work) for seed in args.seeds] for arm in args.arms}
     rows = summarise(runs)
-    table = markdown_table(rows)
+    table = markdown_table(rows) + "\n\n" + paired_differences(runs)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     bar_chart(rows, Path(f"{args.out}_{args.split}.png"))
     Path(f"{args.out}_{args.split}.json").write_text(json.dumps(
