@@ -14,13 +14,11 @@ that decoding never starves training.
 import argparse
 import dataclasses
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -78,7 +76,8 @@ def train_step_speed(config, batch, steps):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=Path("configs/emoji_styles.yaml"))
+    parser.add_argument("--config", type=Path,
+                        default=Path(__file__).resolve().parents[1] / "configs" / "emoji_styles.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="SECTION.KEY=VALUE")
     parser.add_argument("--photos", type=int, default=512, help="JPEGs to write")

@@ -25,12 +25,10 @@ relational loss terms.
 import argparse
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -112,7 +110,8 @@ def dm2_parts(model, strategy, images, labels):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=Path("configs/emoji_styles.yaml"))
+    parser.add_argument("--config", type=Path,
+                        default=Path(__file__).resolve().parents[1] / "configs" / "emoji_styles.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="SECTION.KEY=VALUE")
     parser.add_argument("--steps", type=int, default=6, help="steps per model and round")
