@@ -148,7 +148,9 @@ def main():
     work = args.work / args.split
     runs = {arm: [run_arm(arm, seed, args, work) for seed in args.seeds] for arm in args.arms}
     rows = summarise(runs)
-    table = markdown_table(rows) + "\n\n" + paired_differences(runs)
+    # Against independent training: does DM2 help? Against full DM2: does each diversity?
+    table = "\n\n".join(filter(None, [markdown_table(rows), paired_differences(runs, "independent"),
+                                     paired_differences(runs, "dm2")]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     bar_chart(rows, Path(f"{args.out}_{args.split}.png"))
     Path(f"{args.out}_{args.split}.json").write_text(json.dumps(
