@@ -17,12 +17,11 @@ import json
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from dmml_tf.errors import ConfigError, DMMLError, WeightsError  # noqa: E402  (after the log-level setting)
+from dmml_tf.errors import ConfigError, DMMLError  # noqa: E402  (after the log-level setting)
 
 CONFIGS = Path(__file__).parent / "configs"
 EVALUATION_HISTORY = "evaluation_history.json"
@@ -200,25 +199,9 @@ def load_run(args):
     return load_config(saved, args.overrides), run_directory
 
 
-def restore_cohort(config, run_directory):
-    """The cohort of a finished run, with the weights of `dm2.weights.h5`."""
-    from dmml_tf.training.cohort import build_cohort
-
-    weights = run_directory / "dm2.weights.h5"
-    if not weights.is_file():
-        raise WeightsError(f"No trained weights at {weights}: train first with `python main.py`.")
-    model = build_cohort(config, 1)
-    try:
-        with warnings.catch_warnings():  # the optimizer's state is not needed here
-            warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
-            model.load_weights(str(weights))
-    except (ValueError, OSError) as error:
-        raise WeightsError(f"{weights} does not fit the cohort described by "
-                           f"{run_directory / 'config.yaml'}: {error}") from None
-    return model
-
-
 def evaluate_command(args):
+    from dmml_tf.training.cohort import restore_cohort
+
     config, run_directory = load_run(args)
     table = evaluate(config, restore_cohort(config, run_directory), build_data(config),
                      run_directory)
@@ -226,6 +209,8 @@ def evaluate_command(args):
 
 
 def export_command(args):
+    from dmml_tf.training.cohort import restore_cohort
+
     config, run_directory = load_run(args)
     export(config, restore_cohort(config, run_directory), build_data(config))
 

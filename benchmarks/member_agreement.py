@@ -12,7 +12,6 @@ same image, how often both or exactly one of them is right, and the ensemble's R
 
 import argparse
 import os
-import warnings
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -23,7 +22,7 @@ from dmml_tf.config import load_config  # noqa: E402
 from dmml_tf.data.registry import load_dataset  # noqa: E402
 from dmml_tf.retrieval.evaluate import embed_networks  # noqa: E402
 from dmml_tf.retrieval.search import exact_neighbors  # noqa: E402
-from dmml_tf.training.cohort import build_cohort  # noqa: E402
+from dmml_tf.training.cohort import restore_cohort  # noqa: E402
 
 
 def nearest_other_image(embeddings):
@@ -35,10 +34,7 @@ def nearest_other_image(embeddings):
 def agreement(run_directory):
     config = load_config(run_directory / "config.yaml")
     splits = load_dataset(config.data, config.seed, config.evaluate.batch_size, log=lambda _: None)
-    model = build_cohort(config, 1)
-    with warnings.catch_warnings():  # the optimizer's state is not needed here
-        warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
-        model.load_weights(str(run_directory / "dm2.weights.h5"))
+    model = restore_cohort(config, run_directory)
     # The ensemble is not run: its embedding is the members' concatenated.
     networks = {"member0": model.members[0], "member1": model.members[1], "ensemble": None}
     embeddings = embed_networks(networks, splits.test_images, config.evaluate.batch_size,

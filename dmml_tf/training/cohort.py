@@ -1,6 +1,9 @@
 """Build a compiled `DM2Model` from the config: members, views, optimizers."""
 
+import warnings
+
 from dmml_tf.data.views import build_views
+from dmml_tf.errors import WeightsError
 from dmml_tf.models.backbones import build_backbone
 from dmml_tf.models.embedder import build_embedder
 from dmml_tf.training.dm2 import DM2Model
@@ -49,4 +52,25 @@ def build_cohort(config, steps_per_epoch):
     optimizer, backbone_optimizer = build_optimizers(config.train, steps_per_epoch)
     model.compile(optimizer=optimizer, backbone_optimizer=backbone_optimizer,
                   jit_compile=config.train.jit_compile)
+    return model
+
+
+def restore_cohort(config, run_directory):
+    """The cohort of a finished run, with the weights of its `dm2.weights.h5`.
+
+    Args:
+        config: `Config`. The run's config (its `config.yaml`).
+        run_directory: `pathlib.Path`. The run's directory.
+    """
+    weights = run_directory / "dm2.weights.h5"
+    if not weights.is_file():
+        raise WeightsError(f"No trained weights at {weights}: train first with `python main.py`.")
+    model = build_cohort(config, 1)
+    try:
+        with warnings.catch_warnings():  # the optimizer's state is not needed here
+            warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
+            model.load_weights(str(weights))
+    except (ValueError, OSError) as error:
+        raise WeightsError(f"{weights} does not fit the cohort described by "
+                           f"{run_directory / 'config.yaml'}: {error}") from None
     return model
