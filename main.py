@@ -239,10 +239,26 @@ def run(config):
         run_directory = Path(config.run_directory) / config.data.dataset
         save_config(config, run_directory / "config.yaml")
 
+        seconds = {}  # wall time per phase, kept in metrics.json
+        clock = time.time()
+
+        def lap(phase):
+            nonlocal clock
+            seconds[phase] = round(time.time() - clock, 1)
+            clock = time.time()
+
         splits = build_data(config)
+        lap("data")
         model = fit_cohort(config, splits, run_directory, strategy)
+        lap("training")
         table = evaluate(config, model, splits, run_directory)
+        lap("evaluation")
         export_root = export(config, model, splits) if config.export.enabled else "(export off)"
+        lap("export")
+        metrics_path = run_directory / "metrics.json"
+        metrics_path.write_text(json.dumps({**json.loads(metrics_path.read_text()),
+                                            "training_steps": int(model.optimizer.iterations.numpy()),
+                                            "seconds": seconds}, indent=2))
 
         print(f"\nRecall@K on {len(splits.test_labels)} test images of unseen classes "
               f"({time.time() - started:.0f} s in all):\n{table}")

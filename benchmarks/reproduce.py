@@ -1,163 +1,252 @@
-"""Does DM2 beat independent training, and does each diversity contribute?
+"""Does DM2 beat independent training? Paired by seed, with 95 % t-intervals.
 
-Runs `main.py` on `emoji_styles` once per arm and seed, all arms with the same budget
-(epochs, batch, image size), and writes a table (mean +- std over seeds) and a bar chart:
+Every arm runs `main.py` on `emoji_styles` once per seed; the same seed draws the same
+class split for every arm, so each arm is compared with independent training seed by
+seed, and the mean paired difference is reported with its 95 % t-interval.
 
-    python benchmarks/reproduce.py --seeds 0 1 2 --epochs 3 --out docs/results
-    python benchmarks/reproduce.py --split validation ...   # choose settings on held-out
-                                                           # training classes, never test
+    # 1. Choose a setting on validation classes (held out of the training classes; the
+    #    test classes are never touched), each candidate against independent training:
+    python benchmarks/reproduce.py validation --seeds 0 1 2 --epochs 3
+    # 2. The test comparison with the chosen setting (its overrides as --set):
+    python benchmarks/reproduce.py test --epochs 3 --set loss.relational_weight=30
 
-Arms: (a) the pretrained backbone without fine-tuning, (b) two members trained
-independently (`cohort.mutual=false`), (c) full DM2, (d)-(f) DM2 without model, temporal
-or view diversity. Extra `--set` overrides apply to every arm.
+`test` runs DM2 and independent training at equal epochs (5 seeds), independent training
+at DM2's wall time (it gets the extra steps that DM2's slower step costs; 3 seeds), and
+DM2 without each diversity (3 seeds). Finished runs are read back, so an interrupted
+sweep resumes where it stopped. Writes `<out>_<split>.json` (one record per comparison,
+network and metric, as fractions) and `<out>_<split>.png` (the paired differences).
 """
 
 import argparse
+import csv
 import json
+import math
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from scipy import stats
+
 ROOT = Path(__file__).resolve().parents[1]
-ARMS = {
-    "independent": ["cohort.mutual=false"],
-    "dm2": [],
-    # DESIGN §1: peers teach through model diversity, shadows through temporal diversity.
-    "dm2 - model diversity": ["cohort.model_diversity=false", "cohort.teachers=shadows"],
-    "dm2 - temporal diversity": ["cohort.teachers=peers"],
-    "dm2 - view diversity": ["cohort.view_diversity=false"],
+BASELINE = "independent"
+INDEPENDENT = ["cohort.mutual=false"]
+# Validation candidates, each on top of configs/emoji_styles.yaml (rkd, lambda = 10,
+# tau = 0.99 with a 100-step warm-up). similarity_kl: S2SD's weight 50 at temperature 1;
+# at 0.1, lambda * T^2 kept at S2SD's 50 * 1^2 (the usual scaling of distillation by T^2).
+CANDIDATES = {
+    "rkd lambda=1": ["loss.relational_weight=1"],
+    "rkd lambda=10": [],
+    "rkd lambda=30": ["loss.relational_weight=30"],
+    "rkd distance+angle(2) lambda=10": ["loss.angle_weight=2"],
+    "similarity_kl T=1 lambda=50": ["loss.relational=similarity_kl",
+                                    "loss.relational_temperature=1", "loss.relational_weight=50"],
+    "similarity_kl T=0.1 lambda=0.5": ["loss.relational=similarity_kl",
+                                       "loss.relational_temperature=0.1",
+                                       "loss.relational_weight=0.5"],
+    "rkd lambda=10 warm-up 30 steps": ["cohort.ema_warmup_steps=30"],
+    "rkd lambda=10 warm-up 300 steps": ["cohort.ema_warmup_steps=300"],
 }
-METRICS = ("recall@1", "recall@2", "recall@4", "recall@8", "map@r")
+# Test: DESIGN's ablations; peers teach through model diversity, shadows through temporal.
+ABLATIONS = {
+    "dm2 without model diversity": ["cohort.model_diversity=false", "cohort.teachers=shadows"],
+    "dm2 without temporal diversity": ["cohort.teachers=peers"],
+    "dm2 without view diversity": ["cohort.view_diversity=false"],
+}
+NETWORKS = ("members", "ensemble", "shadow_ensemble")
+METRICS = ("recall@1", "map@r")
 
 
-def run_arm(arm, seed, args, work):
-    """One training run through the command line; returns its metrics.json."""
-    run_directory = work / arm.replace(" ", "_") / f"seed{seed}"
+def run_arm(arm, overrides, seed, args):
+    """One training run of `main.py`; its metrics.json (read back if it finished before)."""
+    slug = "".join(c if c.isalnum() or c in "=.-" else "_" for c in arm)
+    run_directory = args.work / args.split / slug / f"seed{seed}"
     metrics = run_directory / args.dataset / "metrics.json"
-    if metrics.is_file():  # finished earlier: a rerun resumes the sweep
-        return json.loads(metrics.read_text())
-    overrides = [f"seed={seed}", f"train.epochs={args.epochs}", f"run_directory={run_directory}",
-                 "export.enabled=false",
-                 "evaluate.every_epochs=0", f"data.split={args.split}",
-                 *ARMS[arm], *args.overrides]
-    command = [sys.executable, str(ROOT / "main.py"), "--dataset", args.dataset]
-    command += [item for override in overrides for item in ("--set", override)]
-    started = time.time()
-    print(f"-- {arm}, seed {seed}", flush=True)
-    subprocess.run(command, check=True, cwd=ROOT)
-    print(f"   {time.time() - started:.0f} s", flush=True)
-    return json.loads(metrics.read_text())
+    if not metrics.is_file():
+        settings = [f"seed={seed}", f"train.epochs={args.epochs}", f"run_directory={run_directory}",
+                    "export.enabled=false", "evaluate.every_epochs=0", f"data.split={args.split}",
+                    *args.overrides, *overrides]
+        command = [sys.executable, str(ROOT / "main.py"), "--dataset", args.dataset]
+        command += [item for setting in settings for item in ("--set", setting)]
+        print(f"-- {arm}, seed {seed}", flush=True)
+        started = time.time()
+        subprocess.run(command, check=True, cwd=ROOT)
+        print(f"   {time.time() - started:.0f} s", flush=True)
+    run = json.loads(metrics.read_text())
+    run["gradient_ratio"] = last_gradient_ratio(run_directory / args.dataset / "history.csv")
+    return run
 
 
-def members_mean(run):
-    """One run's metrics averaged over its online members."""
-    members = [values for name, values in run.items() if name.startswith("member")]
-    return {m: statistics.mean(v[m] for v in members) for m in METRICS if m in members[0]}
+def last_gradient_ratio(history):
+    """The last epoch's relational / triplet gradient ratio, averaged over the members."""
+    with open(history) as file:
+        last = list(csv.DictReader(file))[-1]
+    ratios = [float(v) for k, v in last.items() if k.endswith("_gradient_ratio")
+              and not k.startswith("val_") and v not in ("", "NA")]
+    return statistics.mean(ratios) if ratios else float("nan")
 
 
-def summarise(runs):
-    """{row: {metric: (mean, std)}}: members averaged over members, ensembles as they are."""
-    rows = {}
+def network_metrics(run, network):
+    """One run's metrics of `network`; `members` averages the online members."""
+    if network != "members":
+        return run[network]
+    members = [v for name, v in run.items() if name.startswith("member")]
+    return {m: statistics.mean(v[m] for v in members) for m in METRICS}
 
-    def add(row, values_per_seed):
-        rows[row] = {}
+
+def paired_interval(differences, confidence=0.95):
+    """(mean, low, high): the mean paired difference and its two-sided t-interval."""
+    mean = statistics.mean(differences)
+    if len(differences) < 2:
+        return mean, float("nan"), float("nan")
+    half = (stats.t.ppf(0.5 + confidence / 2, len(differences) - 1)
+            * statistics.stdev(differences) / math.sqrt(len(differences)))
+    return mean, mean - half, mean + half
+
+
+def compare(comparison, budget, runs, baseline_runs):
+    """Records of `runs` minus `baseline_runs`, seed by seed, per network and metric."""
+    records = []
+    for network in NETWORKS:
         for metric in METRICS:
-            values = [v[metric] for v in values_per_seed if metric in v]
-            if values:
-                std = statistics.stdev(values) if len(values) > 1 else 0.0
-                rows[row][metric] = (statistics.mean(values), std)
-
-    first_arm = next(iter(runs))
-    add("pretrained (not fine-tuned)", [r["pretrained (not fine-tuned)"] for r in runs[first_arm]])
-    for arm, seeds in runs.items():
-        add(f"{arm}: members", [members_mean(r) for r in seeds])
-        add(f"{arm}: ensemble", [r["ensemble"] for r in seeds])
-        if "shadow_ensemble" in seeds[0]:  # every arm keeps EMA shadows, mutual or not
-            add(f"{arm}: shadow ensemble", [r["shadow_ensemble"] for r in seeds])
-    return rows
+            differences = [network_metrics(r, network)[metric] - network_metrics(b, network)[metric]
+                           for r, b in zip(runs, baseline_runs)]
+            mean, low, high = paired_interval(differences)
+            records.append({"comparison": comparison, "budget": budget, "network": network,
+                            "metric": metric, "seeds": len(differences), "mean": mean,
+                            "low": low, "high": high, "differences": differences})
+    return records
 
 
-def markdown_table(rows):
-    metrics = [m for m in METRICS if any(m in values for values in rows.values())]
-    lines = ["| | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
-    for row, values in rows.items():
-        cells = [f"{100 * values[m][0]:.1f} ± {100 * values[m][1]:.1f}" for m in metrics]
-        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+def selection_score(records, comparison):
+    """The rule written in docs/results.md before the validation sweep: the mean of the
+    members' and the ensemble's mean paired Recall@1 differences."""
+    picked = {r["network"]: r["mean"] for r in records if r["comparison"] == comparison
+              and r["metric"] == "recall@1"}
+    return (picked["members"] + picked["ensemble"]) / 2
+
+
+def validation(args):
+    baseline = [run_arm(BASELINE, INDEPENDENT, seed, args) for seed in args.seeds]
+    records, summary = [], {}
+    for name in args.candidates:
+        runs = [run_arm(name, CANDIDATES[name], seed, args) for seed in args.seeds]
+        comparison = f"{name} - {BASELINE}"
+        records += compare(comparison, "equal_epochs", runs, baseline)
+        summary[name] = {"score": selection_score(records, comparison),
+                         "gradient_ratio": statistics.mean(r["gradient_ratio"] for r in runs),
+                         "training_seconds": statistics.mean(r["seconds"]["training"] for r in runs)}
+        save(args, records, summary)  # after each candidate, so a partial sweep is readable
+    winner = max(summary, key=lambda name: summary[name]["score"])
+    print(f"\nchosen by the rule (highest mean of members' and ensemble's Recall@1 gain): {winner}")
+    return records, summary
+
+
+def wall_time_steps(dm2_runs, independent_runs):
+    """Training steps that give independent training DM2's training wall time."""
+    seconds_per_step = [r["seconds"]["training"] / r["training_steps"]
+                        for r in (*dm2_runs, *independent_runs)]
+    dm2 = statistics.mean(s for s in seconds_per_step[:len(dm2_runs)])
+    alone = statistics.mean(s for s in seconds_per_step[len(dm2_runs):])
+    return round(dm2_runs[0]["training_steps"] * dm2 / alone)
+
+
+def test(args):
+    dm2 = [run_arm("dm2", [], seed, args) for seed in args.seeds]
+    alone = [run_arm(BASELINE, INDEPENDENT, seed, args) for seed in args.seeds]
+    records = compare("dm2 - independent", "equal_epochs", dm2, alone)
+    few = args.seeds[:args.ablation_seeds]
+    steps = wall_time_steps(dm2, alone)
+    epochs = math.ceil(steps * args.epochs / dm2[0]["training_steps"])
+    longer = [f"train.epochs={epochs}", f"train.max_steps_per_epoch={math.ceil(steps / epochs)}"]
+    args_longer = argparse.Namespace(**{**vars(args), "epochs": epochs})
+    equal_time = [run_arm(f"{BASELINE} {steps} steps", INDEPENDENT + longer, seed, args_longer)
+                  for seed in few]
+    records += compare("dm2 - independent", "equal_wall_time", dm2[:len(few)], equal_time)
+    summary = {"independent steps at equal wall time": steps, "dm2 steps": dm2[0]["training_steps"]}
+    for name, overrides in ABLATIONS.items():
+        runs = [run_arm(name, overrides, seed, args) for seed in few]
+        records += compare(f"{name} - dm2", "equal_epochs", runs, dm2[:len(few)])
+        records += compare(f"{name} - independent", "equal_epochs", runs, alone[:len(few)])
+        save(args, records, summary)
+    return records, summary
+
+
+def table(records):
+    """Markdown: one row per comparison and budget, cells `mean [low, high]` in points."""
+    header = [f"{n} {m}" for n in NETWORKS for m in METRICS]
+    lines = ["| comparison | budget | seeds | " + " | ".join(header) + " |",
+             "|---" * (len(header) + 3) + "|"]
+    rows = {}
+    for r in records:
+        rows.setdefault((r["comparison"], r["budget"], r["seeds"]), {})[
+            f"{r['network']} {r['metric']}"] = r
+    for (comparison, budget, seeds), cells in rows.items():
+        text = [f"{100 * c['mean']:+.1f} [{100 * c['low']:+.1f}, {100 * c['high']:+.1f}]"
+                for c in (cells[h] for h in header)]
+        lines.append(f"| {comparison} | {budget} | {seeds} | " + " | ".join(text) + " |")
     return "\n".join(lines)
 
 
-def paired_differences(runs, baseline="independent"):
-    """Recall@1 of each arm minus the baseline's, in points, seed by seed.
-
-    The same seed draws the same class split for every arm, so these differences are free
-    of the split's share of the seed spread.
-    """
-    if baseline not in runs:
-        return ""
-    lines = [f"| Recall@1 minus {baseline} | members | ensemble | shadow ensemble |",
-             "|---|---|---|---|"]
-    for arm, seeds in runs.items():
-        if arm == baseline:
-            continue
-        cells = []
-        for pick in (members_mean, lambda run: run["ensemble"], lambda run: run["shadow_ensemble"]):
-            deltas = [100 * (pick(r)["recall@1"] - pick(b)["recall@1"])
-                      for r, b in zip(seeds, runs[baseline])]
-            cells.append(", ".join(f"{d:+.1f}" for d in deltas)
-                         + f" (mean {statistics.mean(deltas):+.1f})")
-        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def bar_chart(rows, path):
+def plot(records, path):
+    """Paired Recall@1 differences with their 95 % intervals, one row per comparison."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(rows)
-    means = [100 * rows[n]["recall@1"][0] for n in names]
-    stds = [100 * rows[n]["recall@1"][1] for n in names]
-    colors = ["#999999" if "pretrained" in n else "#4C72B0" if "members" in n
-              else "#DD8452" if "shadow" in n else "#55A868" for n in names]
-    figure, axis = plt.subplots(figsize=(9, 0.45 * len(names) + 1.2))
-    axis.barh(names[::-1], means[::-1], xerr=stds[::-1], color=colors[::-1], capsize=3)
-    axis.set_xlabel("Recall@1 (%), mean ± std over seeds")
-    axis.set_xlim(min(means) - 5, max(means) + 3)
-    for y, (mean, std) in enumerate(zip(means[::-1], stds[::-1])):
-        axis.text(mean + std + 0.2, y, f"{mean:.1f}", va="center", fontsize=8)
+    picked = [r for r in records if r["metric"] == "recall@1"]
+    rows = list(dict.fromkeys((r["comparison"], r["budget"]) for r in picked))
+    figure, axis = plt.subplots(figsize=(9, 0.5 * len(rows) + 1.5))
+    for offset, (network, color) in zip((-0.25, 0.0, 0.25), zip(NETWORKS, ("#4C72B0", "#55A868", "#DD8452"))):
+        for y, row in enumerate(rows):
+            r = next(r for r in picked if (r["comparison"], r["budget"]) == row and r["network"] == network)
+            axis.errorbar(100 * r["mean"], y + offset, xerr=[[100 * (r["mean"] - r["low"])],
+                                                            [100 * (r["high"] - r["mean"])]],
+                          fmt="o", color=color, capsize=3, label=network if y == 0 else None)
+    axis.axvline(0.0, color="#999999", linewidth=1)
+    axis.set_yticks(range(len(rows)), [f"{c} ({b.replace('_', ' ')})" for c, b in rows])
+    axis.invert_yaxis()
+    axis.set_xlabel("Recall@1 difference (points), mean over seeds with 95 % t-interval")
+    axis.legend(loc="best", fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def save(args, records, summary):
+    out = Path(f"{args.out}_{args.split}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{out}.json").write_text(json.dumps(
+        {"records": records, "summary": summary, "seeds": args.seeds, "epochs": args.epochs,
+         "overrides": args.overrides}, indent=1))
+    plot(records, f"{out}.png")
+    print(f"\n{table(records)}\n\n{json.dumps(summary, indent=1)}\n-> {out}.json, {out}.png",
+          flush=True)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("split", choices=["validation", "test"])
     parser.add_argument("--dataset", default="emoji_styles")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", help="default: 0 1 2 for validation, "
+                        "0 1 2 3 4 for test")
+    parser.add_argument("--ablation-seeds", type=int, default=3,
+                        help="test: seeds (the first ones) for equal wall time and ablations")
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--split", choices=["test", "validation"], default="test")
-    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="an override for every arm, e.g. the chosen setting")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "reproduce")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
     args = parser.parse_args()
-
+    args.seeds = args.seeds or ([0, 1, 2] if args.split == "validation" else [0, 1, 2, 3, 4])
     started = time.time()
-    work = args.work / args.split
-    runs = {arm: [run_arm(arm, seed, args, work) for seed in args.seeds] for arm in args.arms}
-    rows = summarise(runs)
-    # Against independent training: does DM2 help? Against full DM2: does each diversity?
-    table = "\n\n".join(filter(None, [markdown_table(rows), paired_differences(runs, "independent"),
-                                     paired_differences(runs, "dm2")]))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    bar_chart(rows, Path(f"{args.out}_{args.split}.png"))
-    Path(f"{args.out}_{args.split}.json").write_text(json.dumps(
-        {"rows": rows, "runs": runs, "args": {k: str(v) for k, v in vars(args).items()},
-         "wall_seconds": time.time() - started}, indent=1))
-    print(f"\n{table}\n\n{len(args.seeds)} seeds, {args.epochs} epochs, split={args.split}, "
-          f"{time.time() - started:.0f} s; chart: {args.out}_{args.split}.png")
+    records, summary = (validation if args.split == "validation" else test)(args)
+    save(args, records, summary)
+    print(f"{len(args.seeds)} seeds, {args.epochs} epochs, split={args.split}, "
+          f"{time.time() - started:.0f} s")
 
 
 if __name__ == "__main__":

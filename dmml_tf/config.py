@@ -8,6 +8,7 @@ the same checks. The resolved config is saved beside every run and export.
 import dataclasses
 import types
 import typing
+import warnings
 from pathlib import Path
 
 import yaml
@@ -112,10 +113,14 @@ class CohortConfig:
     view_diversity: bool = True
     # false: lambda = 0, the members train independently (the baseline).
     mutual: bool = True
-    # tau of the shadows' moving average, warmed up as min(tau, (1 + t) / (10 + t)).
+    # tau of the shadows' moving average: a shadow averages about its member's last
+    # 1 / (1 - tau) steps.
     ema_decay: float = 0.99
-    ema_warmup: bool = True
-    ema_every: int = 1
+    # That window grows linearly from 1 step to 1 / (1 - tau) over this many steps, so
+    # early shadows follow closely; tau holds from then on (0: tau from the start).
+    ema_warmup_steps: int = 100
+    # Update the shadows every this many steps.
+    ema_every_steps: int = 1
 
     def __post_init__(self):
         _check_choice("cohort.teachers", self.teachers, ("peers", "shadows", "both"))
@@ -126,14 +131,22 @@ class LossConfig:
     margin: float = 0.2
     # semi_hard | batch_hard | distance_weighted (dmml_tf.losses.triplet.MINERS).
     mining: str = "semi_hard"
-    # lambda: weight of the relational loss, the mean over a member's teachers of
-    # distance_weight * RKD distance + angle_weight * RKD angle.
+    # The relational loss between a member and each teacher (dmml_tf.losses.relational):
+    # rkd (distance_weight * RKD distance + angle_weight * RKD angle) or similarity_kl
+    # (KL of the softmaxed cosine similarities at relational_temperature).
+    relational: str = "rkd"
+    # lambda: weight of the relational loss, the mean over a member's teachers.
     relational_weight: float = 10.0
     distance_weight: float = 1.0
     angle_weight: float = 0.0
+    relational_temperature: float = 1.0
 
     def __post_init__(self):
         _check_choice("loss.mining", self.mining, ("semi_hard", "batch_hard", "distance_weighted"))
+        _check_choice("loss.relational", self.relational, ("rkd", "similarity_kl"))
+        if self.relational_temperature <= 0:
+            raise ConfigError("Config key `loss.relational_temperature` must be positive. "
+                              f"Received: loss.relational_temperature={self.relational_temperature}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,10 +263,33 @@ def _check_value(key, value, annotation):
     raise ConfigError(f"Config key `{key}` expects {names}. Received: {key}={value!r}")
 
 
+# Old key -> (its new key, the new value for an old one); an old key still loads, with a
+# warning that names the new one.
+RENAMED_KEYS = {
+    "cohort.ema_every": ("cohort.ema_every_steps", lambda every: every),
+    "cohort.ema_warmup": ("cohort.ema_warmup_steps",
+                          lambda on: CohortConfig.ema_warmup_steps if on else 0),
+}
+
+
+def _rename_old_keys(values, prefix):
+    for old, (new, convert) in RENAMED_KEYS.items():
+        section, _, key = old.rpartition(".")
+        if f"{section}." == prefix and key in values:
+            new_key = new.rpartition(".")[2]
+            value = values.pop(key)
+            values.setdefault(new_key, convert(value))
+            warnings.warn(f"Config key `{old}` is deprecated: use `{new}` "
+                          f"({new}={values[new_key]!r}). Received: {old}={value!r}",
+                          FutureWarning, stacklevel=2)
+    return values
+
+
 def _build(cls, values, prefix=""):
     if not isinstance(values, dict):
         raise ConfigError(f"Config section `{prefix or 'top level'}` must be a mapping. "
                           f"Received: {values!r}")
+    values = _rename_old_keys(dict(values), prefix)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
@@ -277,7 +313,7 @@ def _validate(config):
         "data.images_per_class": config.data.images_per_class,
         "model.embedding_dim": config.model.embedding_dim,
         "cohort.members": config.cohort.members,
-        "cohort.ema_every": config.cohort.ema_every,
+        "cohort.ema_every_steps": config.cohort.ema_every_steps,
         "train.epochs": config.train.epochs,
         "train.checkpoint_every_steps": config.train.checkpoint_every_steps,
         "train.log_every_steps": config.train.log_every_steps,
@@ -297,6 +333,9 @@ def _validate(config):
     if not 0.0 < config.data.test_fraction < 1.0:
         raise ConfigError("Config key `data.test_fraction` must be in (0, 1). "
                           f"Received: data.test_fraction={config.data.test_fraction}")
+    if config.cohort.ema_warmup_steps < 0:
+        raise ConfigError("Config key `cohort.ema_warmup_steps` must be 0 or more. "
+                          f"Received: cohort.ema_warmup_steps={config.cohort.ema_warmup_steps}")
     if not 0.0 <= config.cohort.ema_decay < 1.0:
         raise ConfigError("Config key `cohort.ema_decay` must be in [0, 1). "
                           f"Received: cohort.ema_decay={config.cohort.ema_decay}")

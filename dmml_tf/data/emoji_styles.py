@@ -40,7 +40,9 @@ ICON_SETS = {
 }
 MIN_STYLES = 5
 ATTRIBUTION = Path(__file__).with_name("EMOJI_ATTRIBUTION.md")
-_SOURCES = " ".join(f"{style}@{version}" for style, (version, _) in ICON_SETS.items())
+# Recorded in the cache: a cache built from other versions or by an older build is rebuilt.
+_SOURCES = " ".join(f"{style}@{version}" for style, (version, _) in ICON_SETS.items()) + \
+    " without-ambiguous-images"
 _NO_NPM_HINT = "or set DMML_DATA_DIR to a folder holding a built cache"
 
 
@@ -151,12 +153,43 @@ def _build(folder, image_size, max_classes):
     ]
     progress = tqdm(jobs, desc=f"rendering emoji_styles at {image_size}px", unit="image")
     images = [_render(packages[style]["icons"], icon, image_size) for _, style, icon in progress]
-    return EmojiStyles(
+    data = EmojiStyles(
         images=np.stack(images),
         labels=np.array([label for label, _, _ in jobs], dtype=np.int64),
         class_names=tuple(names[seq] for seq in classes),
         class_groups=tuple(group_key(seq) for seq in classes),
         styles=tuple(style for _, style, _ in jobs),
+    )
+    return drop_ambiguous_images(data)
+
+
+def ambiguous_images(images, labels, class_groups):
+    """Boolean mask of the images pixel-identical to an image of a class in another group.
+
+    Some styles draw one picture for several emoji (e.g. one flag for two regions): as a
+    query, its right answer could not be told from a wrong one. Identical images within
+    one group (skin-tone variants drawn alike) stay: a group never straddles the split.
+    """
+    groups_of_picture = collections.defaultdict(set)
+    keys = [image.tobytes() for image in images]
+    for key, label in zip(keys, labels):
+        groups_of_picture[key].add(class_groups[label])
+    return np.array([len(groups_of_picture[key]) > 1 for key in keys], dtype=bool)
+
+
+def drop_ambiguous_images(data):
+    """`data` without `ambiguous_images`; prints how many were dropped."""
+    ambiguous = ambiguous_images(data.images, data.labels, data.class_groups)
+    pictures = len({image.tobytes() for image in data.images[ambiguous]})
+    print(f"emoji_styles: dropped {ambiguous.sum()} images identical to an image of another "
+          f"emoji group ({pictures} distinct pictures)", file=sys.stderr)
+    keep = ~ambiguous
+    return EmojiStyles(
+        images=data.images[keep],
+        labels=data.labels[keep],
+        class_names=data.class_names,
+        class_groups=data.class_groups,
+        styles=tuple(style for style, kept in zip(data.styles, keep) if kept),
     )
 
 

@@ -6,6 +6,11 @@ under stop_gradient.
   L_dist = mean_{i != j} Huber_1(D(s)_ij, D(t)_ij).
 - angle: A(u)_ijk = cos of the angle at u_i between u_j and u_k, and
   L_angle = mean over distinct i, j, k of Huber_1(A(s)_ijk, A(t)_ijk).
+- similarity_kl (the form S2SD distils with, Roth et al. 2021): per row i, the softmax
+  over j != i of the cosine similarities divided by a temperature T, and
+  L_kl = mean_i KL(p_t(i) || p_s(i)).
+
+`RELATIONAL` maps the config's `loss.relational` names to these forms.
 """
 
 import keras
@@ -65,7 +70,30 @@ def relational_angle_loss(student, teacher):
     return tf.reduce_sum(errors) / tf.maximum(n * (n - 1.0) * (n - 2.0), 1.0)
 
 
-def relational_loss(student, teacher, distance_weight=1.0, angle_weight=0.0):
+def similarity_distributions(embeddings, temperature):
+    """Row-wise log-softmax of cosine similarities over the other N - 1 items, `(N, N - 1)`."""
+    unit = tf.math.l2_normalize(embeddings, axis=-1)
+    similarities = tf.matmul(unit, unit, transpose_b=True)
+    n = tf.shape(similarities)[0]
+    off_diagonal = tf.reshape(tf.boolean_mask(similarities, ~tf.eye(n, dtype="bool")), [n, n - 1])
+    return tf.nn.log_softmax(off_diagonal / temperature, axis=-1)
+
+
+def similarity_kl_loss(student, teacher, temperature=1.0):
+    """mean_i KL(p_teacher(i) || p_student(i)) over softmaxed cosine similarities; no
+    gradient reaches `teacher`.
+
+    Args:
+        student: float tensor `(N, d)`.
+        teacher: float tensor `(N, d')`.
+        temperature: float. Divides the similarities before the softmax. Defaults to `1.0`.
+    """
+    target = tf.stop_gradient(similarity_distributions(teacher, temperature))
+    log_student = similarity_distributions(student, temperature)
+    return tf.reduce_mean(tf.reduce_sum(tf.exp(target) * (target - log_student), axis=-1))
+
+
+def rkd_loss(student, teacher, distance_weight=1.0, angle_weight=0.0):
     """`distance_weight * L_dist + angle_weight * L_angle`; a zero-weight term is skipped.
 
     Args:
@@ -82,24 +110,61 @@ def relational_loss(student, teacher, distance_weight=1.0, angle_weight=0.0):
     return loss
 
 
+RELATIONAL = {"rkd": rkd_loss, "similarity_kl": similarity_kl_loss}
+
+
+def relational_loss(student, teacher, relational="rkd", distance_weight=1.0, angle_weight=0.0,
+                    temperature=1.0):
+    """The relational loss named `relational` (a key of `RELATIONAL`) of `student`
+    towards `teacher`.
+
+    Args:
+        student: float tensor `(N, d)`.
+        teacher: float tensor `(N, d')`.
+        relational: str. `"rkd"` (distance and angle terms) or `"similarity_kl"`.
+            Defaults to `"rkd"`.
+        distance_weight: float. rkd: weight of the distance loss. Defaults to `1.0`.
+        angle_weight: float. rkd: weight of the angle loss. Defaults to `0.0`.
+        temperature: float. similarity_kl: softmax temperature. Defaults to `1.0`.
+    """
+    check_relational(relational)
+    if relational == "similarity_kl":
+        return similarity_kl_loss(student, teacher, temperature)
+    return rkd_loss(student, teacher, distance_weight, angle_weight)
+
+
+def check_relational(relational):
+    if relational not in RELATIONAL:
+        raise ValueError(f"`relational` must be one of {', '.join(RELATIONAL)}. "
+                         f"Received: relational={relational!r}")
+
+
 @keras.saving.register_keras_serializable(package="dmml_tf")
 class RelationalLoss(keras.losses.Loss):
     """Keras wrapper of `relational_loss`: `y_true` is the teacher embedding, `y_pred`
     the student's.
 
     Args:
-        distance_weight: float. Weight of the distance loss. Defaults to `1.0`.
-        angle_weight: float. Weight of the angle loss. Defaults to `0.0`.
+        relational: str. `"rkd"` or `"similarity_kl"`. Defaults to `"rkd"`.
+        distance_weight: float. rkd: weight of the distance loss. Defaults to `1.0`.
+        angle_weight: float. rkd: weight of the angle loss. Defaults to `0.0`.
+        temperature: float. similarity_kl: softmax temperature. Defaults to `1.0`.
     """
 
-    def __init__(self, distance_weight=1.0, angle_weight=0.0, name="relational", **kwargs):
+    def __init__(self, relational="rkd", distance_weight=1.0, angle_weight=0.0, temperature=1.0,
+                 name="relational", **kwargs):
         super().__init__(name=name, **kwargs)
+        check_relational(relational)
+        self.relational = relational
         self.distance_weight = distance_weight
         self.angle_weight = angle_weight
+        self.temperature = temperature
 
     def call(self, y_true, y_pred):
-        return relational_loss(y_pred, y_true, self.distance_weight, self.angle_weight)
+        return relational_loss(y_pred, y_true, self.relational, self.distance_weight,
+                               self.angle_weight, self.temperature)
 
     def get_config(self):
-        return {**super().get_config(), "distance_weight": self.distance_weight,
-                "angle_weight": self.angle_weight}
+        return {**super().get_config(), "relational": self.relational,
+                "distance_weight": self.distance_weight, "angle_weight": self.angle_weight,
+                "temperature": self.temperature}

@@ -8,15 +8,18 @@ defines it. Each training step:
    embeddings and labels are gathered from all replicas, so the losses see the global batch;
 3. losses: per member, triplet loss on its embeddings plus lambda times the mean
    relational loss towards each of its teachers (its peers, the shadows, or both);
+   the ratio of the two terms' gradient norms at the member's embeddings is tracked;
 4. one optimizer step (or two: heads and backbones with their own learning rates);
 5. shadows move towards their members by an exponential moving average;
-6. trackers: the total loss and every member's triplet and relational terms.
+6. trackers: the total loss, every member's triplet and relational terms and their
+   gradient ratio.
 """
 
 import keras
 import tensorflow as tf
 
-from dmml_tf.losses.relational import relational_loss
+from dmml_tf.config import CohortConfig, LossConfig
+from dmml_tf.losses.relational import check_relational, relational_loss
 from dmml_tf.losses.triplet import check_mining, triplet_loss
 from dmml_tf.models.embedder import ensemble
 
@@ -51,26 +54,29 @@ class DM2Model(keras.Model):
         views: list of keras layers or None. Augmentation per network: members first,
             then shadows (length 2 * len(members)); each must accept `training=`.
             `None` means no augmentation. Defaults to `None`.
-        margin: float. Triplet margin. Defaults to `0.2`.
+        The defaults of every other argument are those of `dmml_tf.config`'s
+        `LossConfig` and `CohortConfig`, so a default run and this class agree.
+        margin: float. Triplet margin.
         mining: str. Triplet mining: `"semi_hard"`, `"batch_hard"` or
-            `"distance_weighted"`. Defaults to `"semi_hard"`.
+            `"distance_weighted"`.
+        relational: str. The relational loss: `"rkd"` (RKD distance and angle terms) or
+            `"similarity_kl"` (KL of softmaxed cosine similarities).
         relational_weight: float. lambda, the weight of the relational loss.
-            Defaults to `1.0`.
-        distance_weight: float. Weight of the RKD distance term inside the relational
-            loss. Defaults to `1.0`.
-        angle_weight: float. Weight of the RKD angle term inside the relational loss.
-            Defaults to `0.0`.
+        distance_weight: float. rkd: weight of the distance term.
+        angle_weight: float. rkd: weight of the angle term.
+        relational_temperature: float. similarity_kl: the softmax temperature.
         teachers: str. Who teaches each member: `"peers"` (the other members, model
             diversity), `"shadows"` (every member's shadow, temporal diversity) or
-            `"both"`. Defaults to `"both"`.
+            `"both"`.
         view_diversity: bool. Each network sees its own view; off, all see the first
-            network's view. Defaults to `True`.
+            network's view.
         mutual: bool. Use the relational loss at all; off, members train independently
-            (the baseline). Defaults to `True`.
-        ema_decay: float. tau of the shadows' moving average. Defaults to `0.999`.
-        ema_warmup: bool. Use tau_t = min(tau, (1 + t) / (10 + t)) so shadows follow
-            closely early on. Defaults to `True`.
-        ema_every: int. Update the shadows every this many steps. Defaults to `1`.
+            (the baseline).
+        ema_decay: float. tau of the shadows' moving average.
+        ema_warmup_steps: int. The window a shadow averages, 1 / (1 - tau_t), grows
+            linearly from 1 step at step 0 to 1 / (1 - tau) at this step, where tau_t
+            reaches tau; 0: tau from the start.
+        ema_every_steps: int. Update the shadows every this many steps.
         seed: int. Seed of the sampling miners (with the step count, so the stream
             resumes exactly from a checkpoint). Defaults to `0`.
 
@@ -87,12 +93,19 @@ class DM2Model(keras.Model):
     ```
     """
 
-    def __init__(self, members, views=None, margin=0.2, mining="semi_hard",
-                 relational_weight=1.0, distance_weight=1.0, angle_weight=0.0,
-                 teachers="both", view_diversity=True, mutual=True, ema_decay=0.999,
-                 ema_warmup=True, ema_every=1, seed=0, **kwargs):
+    def __init__(self, members, views=None, margin=LossConfig.margin, mining=LossConfig.mining,
+                 relational=LossConfig.relational,
+                 relational_weight=LossConfig.relational_weight,
+                 distance_weight=LossConfig.distance_weight,
+                 angle_weight=LossConfig.angle_weight,
+                 relational_temperature=LossConfig.relational_temperature,
+                 teachers=CohortConfig.teachers, view_diversity=CohortConfig.view_diversity,
+                 mutual=CohortConfig.mutual, ema_decay=CohortConfig.ema_decay,
+                 ema_warmup_steps=CohortConfig.ema_warmup_steps,
+                 ema_every_steps=CohortConfig.ema_every_steps, seed=0, **kwargs):
         super().__init__(**kwargs)
         check_mining(mining)
+        check_relational(relational)
         if teachers not in TEACHERS:
             raise ValueError(f"`teachers` must be one of {', '.join(TEACHERS)}. "
                              f"Received: teachers={teachers!r}")
@@ -105,21 +118,24 @@ class DM2Model(keras.Model):
                              f"Received: len(views)={len(self.views)}")
         self.margin = margin
         self.mining = mining
+        self.relational = relational
         self.relational_weight = relational_weight
         self.distance_weight = distance_weight
         self.angle_weight = angle_weight
+        self.relational_temperature = relational_temperature
         self.teachers = teachers
         self.view_diversity = view_diversity
         self.mutual = mutual
         self.ema_decay = ema_decay
-        self.ema_warmup = ema_warmup
-        self.ema_every = ema_every
+        self.ema_warmup_steps = ema_warmup_steps
+        self.ema_every_steps = ema_every_steps
         self.seed = seed
         self.backbone_optimizer = None
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.term_trackers = {
             f"member{m}_{term}": keras.metrics.Mean(name=f"member{m}_{term}")
-            for m in range(len(self.members)) for term in ("triplet", "relational")
+            for m in range(len(self.members))
+            for term in ("triplet", "relational", "gradient_ratio")
         }
         self.built = True  # members, shadows and views are built when constructed
 
@@ -200,7 +216,8 @@ class DM2Model(keras.Model):
         for m, z in enumerate(member_embeddings):
             seed = tf.stack([tf.constant(self.seed + m, "int64"), tf.cast(step, "int64")])
             terms[f"member{m}_triplet"] = triplet_loss(labels, z, self.margin, self.mining, seed)
-            relational = [relational_loss(z, teacher, self.distance_weight, self.angle_weight)
+            relational = [relational_loss(z, teacher, self.relational, self.distance_weight,
+                                          self.angle_weight, self.relational_temperature)
                           for teacher in self.teachers_of(m, member_embeddings, shadow_embeddings)]
             terms[f"member{m}_relational"] = tf.reduce_mean(relational) if relational else 0.0
         total = sum(terms[f"member{m}_triplet"] + self.relational_weight * terms[f"member{m}_relational"]
@@ -220,10 +237,13 @@ class DM2Model(keras.Model):
             member_embeddings = [gather_global(member(view, training=True))
                                  for member, view in zip(self.members, views)]
             # 3. losses on the global batch.
-            total, terms = self.cohort_losses(labels, member_embeddings, shadow_embeddings,
-                                              self.optimizer.iterations)
+            with tf.GradientTape(persistent=True) as loss_tape:  # for the gradient ratios
+                loss_tape.watch(member_embeddings)
+                total, terms = self.cohort_losses(labels, member_embeddings, shadow_embeddings,
+                                                  self.optimizer.iterations)
             # Every replica computes the global loss and the optimizer sums their gradients.
             scaled = total / tf.distribute.get_strategy().num_replicas_in_sync
+        terms |= self.gradient_ratios(loss_tape, terms, member_embeddings)
         # 4. optimizer step(s).
         gradients = tape.gradient(scaled, [variables for _, variables in groups])
         for (optimizer, variables), group_gradients in zip(groups, gradients):
@@ -236,15 +256,33 @@ class DM2Model(keras.Model):
             self.term_trackers[name].update_state(value)
         return {metric.name: metric.result() for metric in self.metrics}
 
+    def gradient_ratios(self, loss_tape, terms, member_embeddings):
+        """Per member: lambda * |d relational / d z| / |d triplet / d z| at its embeddings
+        z, how strongly its teachers pull against its metric loss (0 without teachers)."""
+        ratios = {}
+        for m, z in enumerate(member_embeddings):
+            relational = terms[f"member{m}_relational"]
+            if not tf.is_tensor(relational):  # no teachers
+                ratios[f"member{m}_gradient_ratio"] = 0.0
+                continue
+            pulls = [tf.norm(loss_tape.gradient(terms[f"member{m}_{term}"], z,
+                                                unconnected_gradients="zero"))
+                     for term in ("relational", "triplet")]
+            ratios[f"member{m}_gradient_ratio"] = tf.math.divide_no_nan(
+                self.relational_weight * pulls[0], pulls[1])
+        return ratios
+
     def shadow_decay(self):
-        """tau_t = min(tau, (1 + t) / (10 + t)) with t counting shadow updates (tau with
-        `ema_warmup` off); 1 (no change) between updates when `ema_every` > 1."""
+        """tau_t at the optimizer step t just taken: the window 1 / (1 - tau_t) grows
+        linearly from 1 at t = 0 to 1 / (1 - tau) at t = `ema_warmup_steps`, then stays;
+        1 (no change) between updates when `ema_every_steps` > 1."""
         step = tf.cast(self.optimizer.iterations, "float32")
-        updates = tf.floor(step / self.ema_every)
         decay = tf.constant(self.ema_decay, "float32")
-        if self.ema_warmup:
-            decay = tf.minimum(decay, (1.0 + updates) / (10.0 + updates))
-        due = tf.equal(tf.math.floormod(step, self.ema_every), 0.0)
+        if self.ema_warmup_steps:
+            progress = tf.minimum(step / float(self.ema_warmup_steps), 1.0)
+            window = 1.0 + (1.0 / (1.0 - self.ema_decay) - 1.0) * progress
+            decay = tf.where(progress < 1.0, 1.0 - 1.0 / window, decay)
+        due = tf.equal(tf.math.floormod(step, float(self.ema_every_steps)), 0.0)
         return tf.where(due, decay, 1.0)
 
     def update_shadows(self):
@@ -274,15 +312,17 @@ class DM2Model(keras.Model):
             "views": [keras.saving.serialize_keras_object(v) for v in self.views],
             "margin": self.margin,
             "mining": self.mining,
+            "relational": self.relational,
             "relational_weight": self.relational_weight,
             "distance_weight": self.distance_weight,
             "angle_weight": self.angle_weight,
+            "relational_temperature": self.relational_temperature,
             "teachers": self.teachers,
             "view_diversity": self.view_diversity,
             "mutual": self.mutual,
             "ema_decay": self.ema_decay,
-            "ema_warmup": self.ema_warmup,
-            "ema_every": self.ema_every,
+            "ema_warmup_steps": self.ema_warmup_steps,
+            "ema_every_steps": self.ema_every_steps,
             "seed": self.seed,
         }
 

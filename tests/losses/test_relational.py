@@ -3,7 +3,8 @@ import pytest
 import tensorflow as tf
 
 from dmml_tf.losses.relational import (RelationalLoss, relational_angle_loss,
-                                       relational_distance_loss, relational_loss)
+                                       relational_distance_loss, relational_loss,
+                                       similarity_kl_loss)
 from tests.losses.finite_differences import assert_gradient_matches_finite_differences
 
 
@@ -71,9 +72,9 @@ def test_weighted_sum_of_distance_and_angle():
     rng = np.random.default_rng(2)
     student, teacher = rng.normal(size=(6, 4)), rng.normal(size=(6, 4))
     expected = 2.0 * reference_relational(student, teacher) + 0.5 * reference_angle(student, teacher)
-    np.testing.assert_allclose(relational_loss(student, teacher, 2.0, 0.5).numpy(), expected,
-                               rtol=1e-6)
-    wrapper = RelationalLoss.from_config(RelationalLoss(2.0, 0.5).get_config())
+    np.testing.assert_allclose(relational_loss(student, teacher, "rkd", 2.0, 0.5).numpy(),
+                               expected, rtol=1e-6)
+    wrapper = RelationalLoss.from_config(RelationalLoss("rkd", 2.0, 0.5).get_config())
     np.testing.assert_allclose(wrapper(teacher, student).numpy(), expected, rtol=1e-5)
 
 
@@ -84,8 +85,53 @@ def test_zero_for_a_scaled_copy(loss):
     assert loss(x, 2.5 * x).numpy() == pytest.approx(0.0, abs=1e-7)
 
 
-@pytest.mark.parametrize("loss", [relational_distance_loss, relational_angle_loss],
-                         ids=["distance", "angle"])
+def reference_similarity_kl(student, teacher, temperature):
+    """mean_i sum_{j != i} p_t log(p_t / p_s), softmax over j != i of cos / T, by loops."""
+    def distribution(u, i):
+        cosines = [u[i] @ u[j] / (np.linalg.norm(u[i]) * np.linalg.norm(u[j]))
+                   for j in range(len(u)) if j != i]
+        e = np.exp(np.array(cosines) / temperature)
+        return e / e.sum()
+
+    rows = []
+    for i in range(len(student)):
+        p_t, p_s = distribution(teacher, i), distribution(student, i)
+        rows.append(sum(t * np.log(t / s) for t, s in zip(p_t, p_s)))
+    return np.mean(rows)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.1], ids=["T1", "T0.1"])
+def test_similarity_kl_matches_loop_reference(temperature):
+    rng = np.random.default_rng(3)
+    student, teacher = rng.normal(size=(7, 4)), rng.normal(size=(7, 6))
+    expected = reference_similarity_kl(student, teacher, temperature)
+    assert expected > 1e-3
+    np.testing.assert_allclose(similarity_kl_loss(student, teacher, temperature).numpy(), expected,
+                               rtol=1e-6)
+    np.testing.assert_allclose(
+        relational_loss(student, teacher, "similarity_kl", temperature=temperature).numpy(),
+        expected, rtol=1e-6)
+    wrapper = RelationalLoss.from_config(
+        RelationalLoss("similarity_kl", temperature=temperature).get_config())
+    np.testing.assert_allclose(wrapper(teacher, student).numpy(), expected, rtol=1e-5)
+
+
+def test_similarity_kl_is_zero_for_the_same_directions():
+    x = np.random.default_rng(0).normal(size=(6, 3))
+    assert similarity_kl_loss(x, 3.0 * x, 0.5).numpy() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_unknown_relational_names_the_choices():
+    with pytest.raises(ValueError, match="rkd, similarity_kl. Received: relational='kl'"):
+        relational_loss(np.ones((3, 2)), np.ones((3, 2)), "kl")
+
+
+LOSSES = [relational_distance_loss, relational_angle_loss,
+          lambda student, teacher: similarity_kl_loss(student, teacher, 0.5)]
+LOSS_IDS = ["distance", "angle", "similarity_kl"]
+
+
+@pytest.mark.parametrize("loss", LOSSES, ids=LOSS_IDS)
 def test_teacher_receives_zero_gradient_and_student_nonzero(loss):
     rng = np.random.default_rng(1)
     student = tf.Variable(rng.normal(size=(5, 3)))
@@ -98,8 +144,7 @@ def test_teacher_receives_zero_gradient_and_student_nonzero(loss):
     assert np.abs(grad_student.numpy()).sum() > 0
 
 
-@pytest.mark.parametrize("loss", [relational_distance_loss, relational_angle_loss],
-                         ids=["distance", "angle"])
+@pytest.mark.parametrize("loss", LOSSES, ids=LOSS_IDS)
 def test_student_gradient_matches_finite_differences(loss):
     rng = np.random.default_rng(4)
     x, teacher = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))

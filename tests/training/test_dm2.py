@@ -78,16 +78,40 @@ def test_teachers_receive_no_gradient_from_the_student(batch):
     assert not any(shadow.trainable_weights for shadow in model.shadows)
 
 
-@pytest.mark.parametrize("warmup, decay", [(True, 2.0 / 11.0), (False, 0.9)],
+def reference_decay(step, tau, warmup_steps):
+    """tau_t: the averaged window 1 / (1 - tau_t) grows linearly from 1 to 1 / (1 - tau)."""
+    if warmup_steps == 0 or step >= warmup_steps:
+        return tau
+    window = 1 + (1 / (1 - tau) - 1) * step / warmup_steps
+    return 1 - 1 / window
+
+
+@pytest.mark.parametrize("warmup_steps", [0, 1, 40], ids=["off", "one_step", "forty_steps"])
+def test_shadow_decay_per_step_follows_the_warmup_formula(warmup_steps):
+    model = make_model(ema_decay=0.99, ema_warmup_steps=warmup_steps)
+    model.compile(optimizer="sgd")
+    decays = []
+    for step in range(1, 61):
+        model.optimizer.iterations.assign(step)
+        decays.append(float(model.shadow_decay()))
+    expected = [reference_decay(step, 0.99, warmup_steps) for step in range(1, 61)]
+    np.testing.assert_allclose(decays, expected, rtol=1e-5)
+    reached = next(step for step, d in enumerate(decays, start=1) if d == pytest.approx(0.99))
+    assert reached == max(warmup_steps, 1)  # tau holds from the stated step on
+    if warmup_steps > 1:
+        assert decays[warmup_steps - 2] < 0.99 - 1e-4
+
+
+@pytest.mark.parametrize("warmup_steps, decay", [(4, 1 - 1 / (1 + 9 / 4)), (0, 0.9)],
                          ids=["warmup", "no_warmup"])
-def test_shadow_follows_ema(batch, warmup, decay):
+def test_shadow_follows_ema(batch, warmup_steps, decay):
     images, labels = batch
-    model = make_model(ema_decay=0.9, ema_warmup=warmup)
+    model = make_model(ema_decay=0.9, ema_warmup_steps=warmup_steps)
     model.compile(optimizer=keras.optimizers.SGD(0.5))
     before = [w.copy() for w in model.shadows[0].get_weights()]
     model.fit(images, labels, batch_size=16, epochs=1, verbose=0, shuffle=False)
     after_member = model.members[0].get_weights()
-    # One update: t = 1, tau_1 = min(0.9, 2 / 11) with warm-up, else tau = 0.9.
+    # One update at step t = 1: the window is 1 + 9 * 1/4 steps with a 4-step warm-up.
     moved = 0
     for old, member, shadow in zip(before, after_member, model.shadows[0].get_weights()):
         np.testing.assert_allclose(shadow, decay * old + (1 - decay) * member, rtol=1e-5, atol=1e-6)
@@ -97,7 +121,7 @@ def test_shadow_follows_ema(batch, warmup, decay):
 
 def test_ema_every_skips_updates(batch):
     images, labels = batch
-    model = make_model(ema_every=2)
+    model = make_model(ema_every_steps=2)
     model.compile(optimizer=keras.optimizers.SGD(0.5))
     before = model.shadows[0].get_weights()
     model.fit(images, labels, batch_size=16, epochs=1, verbose=0, shuffle=False)  # step 1: odd
@@ -131,8 +155,8 @@ def test_fit_logs_every_term_and_trains(batch):
     model = make_model(relational_weight=10.0)
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
     history = model.fit(images, labels, batch_size=16, epochs=3, verbose=0, shuffle=False)
-    expected = {"loss", "member0_triplet", "member0_relational", "member1_triplet",
-                "member1_relational"}
+    expected = {"loss", "member0_triplet", "member0_relational", "member0_gradient_ratio",
+                "member1_triplet", "member1_relational", "member1_gradient_ratio"}
     assert expected <= set(history.history)
     assert history.history["loss"][-1] < history.history["loss"][0]
     ensemble = model.networks()["ensemble"](images)
@@ -174,7 +198,35 @@ def test_backbone_optimizer_needs_a_head_layer():
 def test_config_round_trip_keeps_every_hyperparameter():
     options = dict(margin=0.3, mining="distance_weighted", relational_weight=5.0,
                    distance_weight=0.5, angle_weight=2.0, teachers="peers", view_diversity=False,
-                   mutual=True, ema_decay=0.95, ema_warmup=False, ema_every=3, seed=7)
+                   mutual=True, ema_decay=0.95, ema_warmup_steps=0, ema_every_steps=3, seed=7,
+                   relational="similarity_kl", relational_temperature=0.3)
     restored = DM2Model.from_config(make_model(**options).get_config())
     assert {key: getattr(restored, key) for key in options} == options
     assert len(restored.members) == len(restored.shadows) == 2
+
+
+@pytest.mark.parametrize("mutual", [True, False], ids=["mutual", "independent"])
+def test_gradient_ratio_is_lambda_times_the_norm_ratio_at_the_embeddings(batch, mutual):
+    images, labels = batch
+    model = make_model(relational_weight=7.0, mutual=mutual)
+    z = [member(images) for member in model.members]
+    zbar = [shadow(images) for shadow in model.shadows]
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(z)
+        _, terms = model.cohort_losses(labels, z, zbar)
+    ratios = model.gradient_ratios(tape, terms, z)
+    for m in range(2):
+        if not mutual:
+            assert ratios[f"member{m}_gradient_ratio"] == 0.0
+            continue
+        # Reference: each term's gradient at z_m on its own, by separate tapes.
+        norms = []
+        for term in ("relational", "triplet"):
+            with tf.GradientTape() as own:
+                own.watch(z[m])
+                zs = [z[m] if n == m else tf.stop_gradient(z[n]) for n in range(2)]
+                value = model.cohort_losses(labels, zs, zbar)[1][f"member{m}_{term}"]
+            norms.append(np.linalg.norm(own.gradient(value, z[m]).numpy()))
+        assert norms[0] > 0 and norms[1] > 0
+        np.testing.assert_allclose(float(ratios[f"member{m}_gradient_ratio"]),
+                                   7.0 * norms[0] / norms[1], rtol=1e-5)
