@@ -6,6 +6,8 @@ the same checks. The resolved config is saved beside every run and export.
 """
 
 import dataclasses
+import hashlib
+import re
 import types
 import typing
 import warnings
@@ -14,6 +16,18 @@ from pathlib import Path
 import yaml
 
 from dmml_tf.errors import ConfigError
+from dmml_tf.losses.relational import RELATIONAL
+from dmml_tf.losses.triplet import MINERS
+from dmml_tf.models.backbones import BACKBONES
+
+# Choices whose registries live in layers above config (tests/test_configs.py checks that
+# they agree): data.registry.DATASETS, retrieval.index.BACKENDS, training.dm2.TEACHERS,
+# training.optimizers.SCHEDULES, training.distribute.STRATEGIES.
+DATASETS = ("emoji_styles", "cub200", "cars196", "folder:PATH")
+BACKENDS = ("scann", "exact")
+TEACHERS = ("peers", "shadows", "both")
+SCHEDULES = ("constant", "step", "cosine")
+STRATEGIES = ("mirrored", "multi_worker")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +137,7 @@ class CohortConfig:
     ema_every_steps: int = 1
 
     def __post_init__(self):
-        _check_choice("cohort.teachers", self.teachers, ("peers", "shadows", "both"))
+        _check_choice("cohort.teachers", self.teachers, TEACHERS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,8 +156,8 @@ class LossConfig:
     relational_temperature: float = 1.0
 
     def __post_init__(self):
-        _check_choice("loss.mining", self.mining, ("semi_hard", "batch_hard", "distance_weighted"))
-        _check_choice("loss.relational", self.relational, ("rkd", "similarity_kl"))
+        _check_choice("loss.mining", self.mining, tuple(MINERS))
+        _check_choice("loss.relational", self.relational, tuple(RELATIONAL))
         if self.relational_temperature <= 0:
             raise ConfigError("Config key `loss.relational_temperature` must be positive. "
                               f"Received: loss.relational_temperature={self.relational_temperature}")
@@ -165,7 +179,7 @@ class ViewsConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 5
+    epochs: int = 8
     # Adam learning rate of the members' heads, and of the backbones unless
     # backbone_learning_rate is set (null: the same optimizer trains everything).
     learning_rate: float = 1e-4
@@ -191,8 +205,8 @@ class TrainConfig:
     strategy: str = "mirrored"
 
     def __post_init__(self):
-        _check_choice("train.schedule", self.schedule, ("constant", "step", "cosine"))
-        _check_choice("train.strategy", self.strategy, ("mirrored", "multi_worker"))
+        _check_choice("train.schedule", self.schedule, SCHEDULES)
+        _check_choice("train.strategy", self.strategy, STRATEGIES)
         if any(not isinstance(e, int) or e < 1 for e in self.step_epochs):
             raise ConfigError("Config key `train.step_epochs` must list positive epochs. "
                               f"Received: train.step_epochs={list(self.step_epochs)}")
@@ -208,7 +222,7 @@ class EvaluateConfig:
     scann_check_queries: int = 1000
     batch_size: int = 256
     # Evaluate during training every this many epochs (0: only after training).
-    every_epochs: int = 1
+    every_epochs: int = 2
     # The metric that picks the best epoch, `<network>/<metric>`.
     monitor: str = "ensemble/recall@1"
     # The retrieval grid picture: this many queries, each with its nearest neighbours.
@@ -241,6 +255,28 @@ class Config:
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     export: ExportConfig = ExportConfig()
+
+    def run_folder(self):
+        """`<run_directory>/<dataset slug>`: this run's checkpoints, metrics and pictures."""
+        return Path(self.run_directory) / dataset_slug(self.data.dataset)
+
+    def export_folder(self):
+        """`<export.directory>/<dataset slug>`: this run's SavedModels and gallery index."""
+        return Path(self.export.directory) / dataset_slug(self.data.dataset)
+
+
+def dataset_slug(dataset):
+    """A folder name for `dataset`: itself, or for `folder:PATH` the folder's name and a
+    short hash of its absolute path (two folders of one name do not collide).
+
+    `"folder:/data/My Birds"` -> `"folder-My-Birds-1a2b3c4d"`.
+    """
+    kind, _, path = dataset.partition(":")
+    if kind != "folder" or not path:
+        return dataset
+    absolute = Path(path).expanduser().resolve()
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", absolute.name).strip("-.") or "images"
+    return f"folder-{name}-{hashlib.sha256(str(absolute).encode()).hexdigest()[:8]}"
 
 
 def _check_value(key, value, annotation):
@@ -319,6 +355,7 @@ def _validate(config):
         "train.log_every_steps": config.train.log_every_steps,
         "evaluate.batch_size": config.evaluate.batch_size,
         "evaluate.scann_check_queries": config.evaluate.scann_check_queries,
+        "evaluate.grid_queries": config.evaluate.grid_queries,
         "evaluate.grid_neighbors": config.evaluate.grid_neighbors,
         "evaluate.exact_below": config.evaluate.exact_below,
         "export.thumbnail_size": config.export.thumbnail_size,
@@ -344,17 +381,38 @@ def _validate(config):
             raise ConfigError(f"Config key `model.{key}` lists {len(value)} entries for "
                               f"{config.cohort.members} members (cohort.members); give one per "
                               f"member or a single value. Received: model.{key}={list(value)}")
-    if config.evaluate.backend not in ("scann", "exact"):
-        raise ConfigError("Config key `evaluate.backend` supports: scann, exact. "
-                          f"Received: evaluate.backend={config.evaluate.backend!r}")
-    if config.evaluate.every_epochs < 0 or "/" not in config.evaluate.monitor:
-        raise ConfigError("Config key `evaluate.every_epochs` must be 0 or more and "
-                          "`evaluate.monitor` look like `<network>/<metric>`. Received: "
-                          f"evaluate.every_epochs={config.evaluate.every_epochs}, "
-                          f"evaluate.monitor={config.evaluate.monitor!r}")
+    _check_choice("evaluate.backend", config.evaluate.backend, BACKENDS)
+    if config.evaluate.every_epochs < 0:
+        raise ConfigError("Config key `evaluate.every_epochs` must be 0 or more. "
+                          f"Received: evaluate.every_epochs={config.evaluate.every_epochs}")
     if any(not isinstance(k, int) or k < 1 for k in config.evaluate.recall_at):
         raise ConfigError("Config key `evaluate.recall_at` must list positive integers. "
                           f"Received: {config.evaluate.recall_at}")
+    for member in range(config.cohort.members):
+        _check_choice("model.backbone", config.model.backbone_of(member), tuple(BACKBONES))
+    kind, colon, argument = config.data.dataset.partition(":")
+    if kind not in [name.partition(":")[0] for name in DATASETS] or \
+            bool(colon) != (kind == "folder") or (colon and not argument):
+        _check_choice("data.dataset", config.data.dataset, DATASETS)
+    network, _, metric = config.evaluate.monitor.partition("/")
+    if network not in networks_of(config) or metric not in metrics_of(config):
+        raise ConfigError("Config key `evaluate.monitor` must be `<network>/<metric>` with a "
+                          f"network of {', '.join(networks_of(config))} and a metric of "
+                          f"{', '.join(metrics_of(config))}. "
+                          f"Received: evaluate.monitor={config.evaluate.monitor!r}")
+    _check_choice("export.gallery_network", config.export.gallery_network, networks_of(config))
+
+
+def networks_of(config):
+    """The names of the networks a run evaluates and exports."""
+    members = range(config.cohort.members)
+    return (*(f"member{m}" for m in members), *(f"shadow{m}" for m in members), "ensemble",
+            "shadow_ensemble")
+
+
+def metrics_of(config):
+    """The metrics every evaluation reports (dmml_tf.retrieval.evaluate)."""
+    return (*(f"recall@{k}" for k in config.evaluate.recall_at), "map@r", "r_precision", "nmi")
 
 
 def _set_nested(values, dotted_key, value):

@@ -23,3 +23,16 @@ def test_paper_configs_follow_the_standard_protocol(dataset):
     assert (config.data.image_size, config.data.resize_size) == (224, 256)
     assert config.data.images_per_class > 1 and config.data.classes_per_batch > 1
     assert config.loss.margin == pytest.approx(0.2)
+
+
+def test_choices_of_upper_layers_agree_with_their_registries():
+    from dmml_tf import config
+    from dmml_tf.data.registry import DATASETS
+    from dmml_tf.retrieval.index import BACKENDS
+    from dmml_tf.training.distribute import STRATEGIES
+    from dmml_tf.training.optimizers import SCHEDULES
+
+    assert [name.partition(":")[0] for name in config.DATASETS] == list(DATASETS)
+    assert config.BACKENDS == BACKENDS
+    assert config.SCHEDULES == tuple(SCHEDULES)
+    assert config.STRATEGIES == tuple(STRATEGIES)

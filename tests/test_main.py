@@ -22,8 +22,10 @@ def test_smoke_run_trains_evaluates_and_exports(tmp_path):
     metrics = json.loads((tmp_path / "runs/emoji_styles/metrics.json").read_text())
     expected = {"pretrained (not fine-tuned)", "member0", "member1", "shadow0", "shadow1",
                 "ensemble", "shadow_ensemble"}
-    assert set(metrics) == expected
-    for values in metrics.values():
+    assert set(metrics) == expected | {"training_steps", "seconds"}
+    assert metrics["training_steps"] == 2
+    assert set(metrics["seconds"]) == {"data", "training", "evaluation", "export"}
+    for values in (metrics[name] for name in expected):
         assert set(values) == {"recall@1", "recall@2", "map@r", "r_precision", "nmi",
                                "scann_recall@2"}
         assert 0.0 < values["recall@1"] <= values["recall@2"] <= 1.0
@@ -38,7 +40,7 @@ def test_smoke_run_trains_evaluates_and_exports(tmp_path):
     [
         (["--set", "loss.marginn=0.3"], "Unknown config key `loss.marginn`"),
         (["--set", "cohort.members=two"], "Config key `cohort.members` expects int"),
-        (["--dataset", "imagenette"], "Unknown dataset `data.dataset`"),
+        (["--dataset", "imagenette"], "Config key `data.dataset` supports: emoji_styles"),
         (["--set", "views.policy=[{RandomSpin: {}}]"], "Unknown augmentation"),
     ],
     ids=["unknown_key", "wrong_type", "unknown_dataset", "unknown_augmentation"],

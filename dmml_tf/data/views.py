@@ -146,3 +146,8 @@ def build_views(views_config, members, seed):
                           f"Received: {len(own)} policies")
     return [build_view(policy, seed * 100 + n, f"view{n}", key)
             for n, (policy, key) in enumerate(policies)]
+
+
+def check_views(views_config, members):
+    """Raise the `ConfigError` that `build_views` would, before a run does any work."""
+    build_views(views_config, members, seed=0)

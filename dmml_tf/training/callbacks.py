@@ -13,11 +13,10 @@ from pathlib import Path
 
 import keras
 
-from dmml_tf.config import EvaluateConfig
+from dmml_tf.config import DataConfig, EvaluateConfig, ExportConfig
 from dmml_tf.errors import ConfigError
 from dmml_tf.export import export_embedder
 from dmml_tf.retrieval.evaluate import evaluate_networks
-from dmml_tf.retrieval.index import EXACT_BELOW
 from dmml_tf.training.dm2 import DM2Model
 
 
@@ -47,7 +46,7 @@ class RetrievalEvaluation(keras.callbacks.Callback):
             of classes not trained on.
         labels: int array of shape `(N,)`. Their class labels.
         every_epochs: int. Evaluate after every this many epochs; 0 never evaluates
-            during training. Defaults to `1`.
+            during training. Defaults to `2`.
         monitor: str. `"<network>/<metric>"` that picks the best epoch (higher is
             better). Defaults to `"ensemble/recall@1"`; use `"model/recall@1"` for a
             plain embedding model.
@@ -79,9 +78,11 @@ class RetrievalEvaluation(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, images, labels, every_epochs=1, monitor="ensemble/recall@1",
-                 recall_at=(1, 2, 4, 8), backend="scann", exact_below=EXACT_BELOW,
-                 scann_check_queries=1000, batch_size=256, logged_metrics=("recall@1",),
+    def __init__(self, images, labels, every_epochs=EvaluateConfig.every_epochs,
+                 monitor=EvaluateConfig.monitor, recall_at=EvaluateConfig.recall_at,
+                 backend=EvaluateConfig.backend, exact_below=EvaluateConfig.exact_below,
+                 scann_check_queries=EvaluateConfig.scann_check_queries,
+                 batch_size=EvaluateConfig.batch_size, logged_metrics=("recall@1",),
                  history_path=None, log=print):
         super().__init__()
         if not isinstance(every_epochs, int) or every_epochs < 0:
@@ -176,8 +177,8 @@ class ExportBest(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, export_dir, monitor="ensemble/recall@1", network="ensemble",
-                 resize_size=0, metadata=None, log=print):
+    def __init__(self, export_dir, monitor=EvaluateConfig.monitor,
+                 network=ExportConfig.gallery_network, resize_size=DataConfig.resize_size, metadata=None, log=print):
         super().__init__()
         self.export_dir = export_dir
         self.monitor = monitor

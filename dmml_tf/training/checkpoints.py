@@ -14,6 +14,7 @@ from pathlib import Path
 
 import keras
 
+from dmml_tf.config import TrainConfig
 from dmml_tf.errors import TrainingError
 
 
@@ -56,7 +57,7 @@ class ResumableCheckpoint(keras.callbacks.BackupAndRestore):
         log: callable. Prints the resume message. Defaults to `print`.
     """
 
-    def __init__(self, directory, save_every_steps=50, log=print):
+    def __init__(self, directory, save_every_steps=TrainConfig.checkpoint_every_steps, log=print):
         # Two checkpoints: a run killed while writing one resumes from the other.
         super().__init__(str(directory), save_freq=save_every_steps, double_checkpoint=True)
         self.log = log

@@ -197,12 +197,12 @@ def worker_outputs(config, strategy, log=print):
     log(f"      not the chief: this worker writes into {scratch} (removed at the end); "
         f"the chief writes {config.run_directory} and {config.export.directory}")
     try:
-        shared = Path(config.run_directory) / config.data.dataset
-        if shared.is_dir():
-            shutil.copytree(shared, scratch / "runs" / config.data.dataset)
-        yield dataclasses.replace(
+        copy = dataclasses.replace(
             config, run_directory=str(scratch / "runs"),
             export=dataclasses.replace(config.export, directory=str(scratch / "saved_models")))
+        if config.run_folder().is_dir():
+            shutil.copytree(config.run_folder(), copy.run_folder())
+        yield copy
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -18,12 +18,11 @@ defines it. Each training step:
 import keras
 import tensorflow as tf
 
-from dmml_tf.config import CohortConfig, LossConfig
+from dmml_tf.config import TEACHERS, CohortConfig, LossConfig
 from dmml_tf.losses.relational import check_relational, relational_loss
 from dmml_tf.losses.triplet import check_mining, triplet_loss
 from dmml_tf.models.embedder import ensemble
 
-TEACHERS = ("peers", "shadows", "both")
 
 
 def make_shadow(member):

@@ -1,0 +1,216 @@
+"""The library's runner: build data -> build cohort -> fit -> evaluate -> export.
+
+`train(config)` is the whole run that `python main.py` (and `dmml-tf`) makes;
+`evaluate_run`, `export_run` and `search_run` work from a finished run directory.
+benchmarks/ call these functions in-process. Each phase prints one numbered line.
+
+    from dmml_tf.config import load_config
+    from dmml_tf.run import train
+    metrics = train(load_config("configs/emoji_styles.yaml", ["train.epochs=1"]))
+"""
+
+import json
+import time
+from pathlib import Path
+
+import keras
+
+from dmml_tf.config import config_to_dict, load_config, save_config
+from dmml_tf.data.registry import load_dataset
+from dmml_tf.data.sampler import steps_per_epoch
+from dmml_tf.data.views import check_views
+from dmml_tf.errors import ConfigError
+from dmml_tf.export import export_embedder
+from dmml_tf.models.backbones import build_backbone
+from dmml_tf.models.embedder import pooled_features
+from dmml_tf.retrieval.evaluate import embed, embed_networks, evaluate_embeddings, results_table
+from dmml_tf.retrieval.gallery import build_gallery_index, retrieval_grid
+from dmml_tf.retrieval.plots import plot_metric_per_epoch
+from dmml_tf.retrieval.query import search_images
+from dmml_tf.training.callbacks import RetrievalEvaluation, evaluated_networks
+from dmml_tf.training.checkpoints import NonFiniteLossGuard, ResumableCheckpoint, StepTensorBoard
+from dmml_tf.training.cohort import build_cohort, restore_cohort
+from dmml_tf.training.distribute import (SameStepCheck, build_strategy, distribute_batches,
+                                         lost_worker_error, worker_outputs)
+from dmml_tf.training.optimizers import LearningRateLogger
+
+EVALUATION_HISTORY = "evaluation_history.json"
+
+
+def build_data(config):
+    """The dataset's splits (`dmml_tf.data.registry.Splits`)."""
+    print(f"[1/4] data: {config.data.dataset} at {config.data.image_size} px")
+    splits = load_dataset(config.data, config.seed, config.evaluate.batch_size)
+    print(f"      {splits.summary()}")
+    return splits
+
+
+def fit_cohort(config, splits, run_directory, strategy):
+    """Build the cohort in `strategy`'s scope and `fit` it; resumes from a checkpoint."""
+    data_config = config.data
+    backbones = ", ".join(config.model.backbone_of(m) for m in range(config.cohort.members))
+    print(f"[2/4] training a cohort of {config.cohort.members} members ({backbones})")
+    steps = steps_per_epoch(splits.train_labels, data_config.classes_per_batch,
+                            data_config.images_per_class)
+    if config.train.max_steps_per_epoch:
+        steps = min(steps, config.train.max_steps_per_epoch)
+    with strategy.scope():
+        model = build_cohort(config, steps)
+    dataset = distribute_batches(  # each worker gets its slice of every global batch
+        strategy, lambda: splits.training_dataset(config.seed, strategy.num_replicas_in_sync),
+        data_config.classes_per_batch * data_config.images_per_class)
+    backup = run_directory / "backup"  # a killed run resumes from here
+    callbacks = [
+        NonFiniteLossGuard(backup),  # first, so a diverged step is never saved
+        retrieval_evaluation(config, splits, run_directory),  # before the loggers of its metrics
+        ResumableCheckpoint(backup, config.train.checkpoint_every_steps),
+        SameStepCheck(),  # every worker restored the same step
+        LearningRateLogger(),
+        StepTensorBoard(str(run_directory / "tensorboard"), update_freq=config.train.log_every_steps),
+        keras.callbacks.ModelCheckpoint(str(run_directory / "dm2.weights.h5"), save_weights_only=True),
+        keras.callbacks.CSVLogger(str(run_directory / "history.csv"), append=backup.exists()),
+    ]
+    model.fit(dataset, epochs=config.train.epochs, steps_per_epoch=steps, callbacks=callbacks,
+              shuffle=False, verbose=2)
+    return model
+
+
+def retrieval_evaluation(config, splits, run_directory):
+    """The `RetrievalEvaluation` callback of `fit`: metrics every `evaluate.every_epochs`."""
+    settings = config.evaluate
+    return RetrievalEvaluation(
+        splits.test_images, splits.test_labels, settings.every_epochs, settings.monitor,
+        settings.recall_at, settings.backend, settings.exact_below,
+        settings.scann_check_queries, settings.batch_size,
+        history_path=run_directory / EVALUATION_HISTORY)
+
+
+def evaluate(config, model, splits, run_directory):
+    """Every network's metrics on the test split -> metrics.json, results.txt, pictures."""
+    settings = config.evaluate
+    print(f"[3/4] evaluating on {len(splits.test_labels)} test images ({settings.backend}; "
+          f"exact below {settings.exact_below:,} images)")
+    baseline = pooled_features(build_backbone(config.model.backbone_of(0), config.model.weights_of(0),
+                                              config.data.image_size), name="pretrained")
+    networks, ensembles = evaluated_networks(model)
+    networks = {"pretrained (not fine-tuned)": baseline, **networks}
+    embeddings = embed_networks(networks, splits.test_images, settings.batch_size, ensembles)
+    results = evaluate_embeddings(embeddings, splits.test_labels, settings)
+    table = results_table(results)
+    (run_directory / "metrics.json").write_text(json.dumps(results, indent=2))
+    (run_directory / "results.txt").write_text(table + "\n")
+    network = settings.monitor.partition("/")[0]
+    if network in embeddings:
+        retrieval_grid(embeddings[network], splits, config.data, settings,
+                       run_directory / "retrieval_grid.png", network, config.seed)
+    if (run_directory / EVALUATION_HISTORY).is_file():
+        history = json.loads((run_directory / EVALUATION_HISTORY).read_text())
+        plot_metric_per_epoch(history, run_directory / "recall_per_epoch.png",
+                              f"recall@{min(settings.recall_at)}")
+    return table
+
+
+def export(config, model, splits):
+    """A SavedModel per network and the gallery index; returns the export folder."""
+    print("[4/4] exporting SavedModels and the gallery index")
+    export_root = config.export_folder()
+    networks = model.networks()
+    gallery_network = config.export.gallery_network
+    if gallery_network not in networks:
+        raise ConfigError(f"Config key `export.gallery_network` names no network; known: "
+                          f"{', '.join(networks)}. Received: {gallery_network!r}")
+    paths = {}
+    for name, network in networks.items():
+        paths[name] = export_embedder(network, export_root / name, config.data.image_size,
+                                      config.data.resize_size,
+                                      metadata={"network": name, "config": config_to_dict(config)})
+        print(f"      {name:<16} -> {paths[name]}")
+    embeddings = embed(networks[gallery_network], splits.test_images, config.evaluate.batch_size)
+    index = build_gallery_index(embeddings, splits, config.data, config.evaluate,
+                                config.export.thumbnail_size)
+    index_directory = export_root / "gallery" / paths[gallery_network].name
+    index.save(index_directory, metadata={
+        "network": gallery_network, "saved_model": str(paths[gallery_network].resolve()),
+        "dataset": config.data.dataset, "split": "test"})
+    kind = f"ScaNN {index.settings['mode']}" if index.backend == "scann" else "exact"
+    print(f"      gallery index   -> {index_directory} ({len(index)} test images, "
+          f"{gallery_network}, {kind})")
+    return export_root
+
+
+def load_run(run_directory, overrides=()):
+    """The config saved in a finished run directory, with `section.key=value` overrides.
+
+    Args:
+        run_directory: `Path`. A run's folder, `<run_directory>/<dataset>`.
+        overrides: iterable of str. Applied on top of the saved config.
+    """
+    saved = Path(run_directory) / "config.yaml"
+    if not saved.is_file():
+        raise ConfigError(f"No finished run in {run_directory} (no config.yaml): train one with "
+                          f"`python main.py`, or name its directory with --run. "
+                          f"Received: --run {run_directory}")
+    return load_config(saved, overrides)
+
+
+def evaluate_run(run_directory, overrides=()):
+    """Evaluate a finished run again from its saved weights; returns the results table."""
+    config = load_run(run_directory, overrides)
+    return evaluate(config, restore_cohort(config, run_directory), build_data(config),
+                    Path(run_directory))
+
+
+def export_run(run_directory, overrides=()):
+    """Export a finished run's SavedModels and gallery index; returns the export folder."""
+    config = load_run(run_directory, overrides)
+    return export(config, restore_cohort(config, run_directory), build_data(config))
+
+
+def search_run(run_directory, images, overrides=()):
+    """Search the exported gallery of a finished run for `images` (paths)."""
+    config = load_run(run_directory, overrides)
+    search_images(images, config.export_folder() / "gallery", config,
+                  Path(run_directory) / "search.png")
+
+
+def train(config):
+    """The whole run: build data -> build cohort and fit -> evaluate -> export.
+
+    Returns:
+        dict. metrics.json: every network's metrics, `training_steps` and `seconds` per
+        phase.
+    """
+    started = time.time()
+    strategy = build_strategy(config.train.strategy)  # before any other TensorFlow op
+    check_views(config.views, config.cohort.members)  # the last config check, before work
+    keras.utils.set_random_seed(config.seed)
+    # Only the chief writes where the user looks; other workers write into a temporary folder.
+    with lost_worker_error(config.run_folder()), worker_outputs(config, strategy) as config:
+        run_directory = config.run_folder()
+        save_config(config, run_directory / "config.yaml")
+
+        seconds = {}  # wall time per phase, kept in metrics.json
+        clock = time.time()
+
+        def lap(phase):
+            nonlocal clock
+            seconds[phase] = round(time.time() - clock, 1)
+            clock = time.time()
+
+        splits = build_data(config)
+        lap("data")
+        model = fit_cohort(config, splits, run_directory, strategy)
+        lap("training")
+        table = evaluate(config, model, splits, run_directory)
+        lap("evaluation")
+        export_root = export(config, model, splits) if config.export.enabled else "(export off)"
+        lap("export")
+        metrics_path = run_directory / "metrics.json"
+        metrics = {**json.loads(metrics_path.read_text()),
+                   "training_steps": int(model.optimizer.iterations.numpy()), "seconds": seconds}
+        metrics_path.write_text(json.dumps(metrics, indent=2))
+
+        print(f"\nRecall@K on {len(splits.test_labels)} test images of unseen classes "
+              f"({time.time() - started:.0f} s in all):\n{table}")
+        print(f"\nrun directory: {run_directory}   exports: {export_root}")
+        return metrics

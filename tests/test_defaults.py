@@ -1,0 +1,64 @@
+"""One source for every default: the config dataclasses. Each constructor or function
+default below must equal the config value a default run uses."""
+
+import inspect
+
+import pytest
+
+from dmml_tf.config import Config, load_config
+from dmml_tf.export import export_embedder
+from dmml_tf.losses.relational import RelationalLoss, relational_loss, similarity_kl_loss
+from dmml_tf.losses.triplet import TripletLoss, triplet_loss
+from dmml_tf.models.embedder import build_embedder
+from dmml_tf.retrieval.evaluate import retrieval_metrics
+from dmml_tf.training.callbacks import ExportBest, RetrievalEvaluation
+from dmml_tf.training.checkpoints import ResumableCheckpoint
+from dmml_tf.training.dm2 import DM2Model
+from tests.test_configs import CONFIGS
+
+C = Config()
+# (callable, parameter, the config value it must default to)
+DEFAULTS = [
+    *[(DM2Model, name, getattr(C.loss, name)) for name in
+      ("margin", "mining", "relational", "relational_weight", "distance_weight",
+       "angle_weight", "relational_temperature")],
+    *[(DM2Model, name, getattr(C.cohort, name)) for name in
+      ("teachers", "view_diversity", "mutual", "ema_decay", "ema_warmup_steps",
+       "ema_every_steps")],
+    (TripletLoss, "margin", C.loss.margin), (TripletLoss, "mining", C.loss.mining),
+    (triplet_loss, "margin", C.loss.margin), (triplet_loss, "mining", C.loss.mining),
+    (RelationalLoss, "relational", C.loss.relational),
+    (RelationalLoss, "distance_weight", C.loss.distance_weight),
+    (RelationalLoss, "angle_weight", C.loss.angle_weight),
+    (RelationalLoss, "temperature", C.loss.relational_temperature),
+    (relational_loss, "relational", C.loss.relational),
+    (relational_loss, "distance_weight", C.loss.distance_weight),
+    (relational_loss, "angle_weight", C.loss.angle_weight),
+    (relational_loss, "temperature", C.loss.relational_temperature),
+    (similarity_kl_loss, "temperature", C.loss.relational_temperature),
+    (build_embedder, "freeze_batchnorm", C.model.freeze_batchnorm),
+    (export_embedder, "resize_size", C.data.resize_size),
+    (retrieval_metrics, "ks", C.evaluate.recall_at),
+    (retrieval_metrics, "backend", C.evaluate.backend),
+    (retrieval_metrics, "exact_below", C.evaluate.exact_below),
+    (retrieval_metrics, "check_queries", C.evaluate.scann_check_queries),
+    *[(RetrievalEvaluation, name, getattr(C.evaluate, name)) for name in
+      ("every_epochs", "monitor", "recall_at", "backend", "exact_below",
+       "scann_check_queries", "batch_size")],
+    (ExportBest, "monitor", C.evaluate.monitor),
+    (ExportBest, "network", C.export.gallery_network),
+    (ExportBest, "resize_size", C.data.resize_size),
+    (ResumableCheckpoint, "save_every_steps", C.train.checkpoint_every_steps),
+]
+
+
+@pytest.mark.parametrize("function, parameter, expected", DEFAULTS,
+                         ids=[f"{f.__name__}.{p}" for f, p, _ in DEFAULTS])
+def test_default_equals_the_config(function, parameter, expected):
+    default = inspect.signature(function).parameters[parameter].default
+    assert default == expected
+
+
+def test_the_default_config_file_runs_the_package_defaults():
+    # configs/emoji_styles.yaml lists every key; each value it lists is what runs without it.
+    assert load_config(CONFIGS / "emoji_styles.yaml") == Config()
