@@ -1,11 +1,13 @@
 """Every config rule: a bad key or value raises a ConfigError naming the key, the value
 received and what is allowed (dmml_tf/config.py)."""
 
+import re
 import warnings
+from pathlib import Path
 
 import pytest
 
-from dmml_tf.config import CohortConfig, Config, load_config
+from dmml_tf.config import CohortConfig, Config, dataset_slug, load_config
 from dmml_tf.errors import ConfigError
 
 RULES = [
@@ -76,3 +78,15 @@ def test_defaults_load_without_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert load_config(None) == Config()
+
+
+def test_folder_datasets_get_safe_distinct_folder_names(tmp_path):
+    first, second = tmp_path / "a" / "My Birds:2024", tmp_path / "b" / "My Birds:2024"
+    names = [dataset_slug(f"folder:{path}") for path in (first, second)]
+    assert all(re.fullmatch(r"folder-My-Birds-2024-[0-9a-f]{8}", name) for name in names)
+    assert names[0] != names[1]  # same folder name, different folders
+    assert dataset_slug(f"folder:{first}/") == names[0]  # the same folder, written otherwise
+    config = load_config(None, [f"data.dataset=folder:{first}", "run_directory=runs"])
+    assert config.run_folder() == Path("runs") / names[0]
+    assert config.export_folder() == Path("saved_models") / names[0]
+    assert load_config(None).run_folder() == Path("runs/emoji_styles")

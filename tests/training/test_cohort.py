@@ -42,3 +42,56 @@ def test_cohort_size_from_config(members):
 def test_per_member_backbones_must_match_the_cohort_size():
     with pytest.raises(ConfigError, match="lists 3 entries for 2 members"):
         load_config(None, ["model.backbone=[tiny_cnn, tiny_cnn, tiny_cnn]"])
+
+
+def tiny_cohort(*overrides):
+    config = load_config(None, [*TINY, "model.backbone=tiny_cnn", "model.weights=null",
+                                *overrides])
+    return build_cohort(config, steps_per_epoch=5)
+
+
+def tiny_batch():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (16, 32, 32, 3)).astype("float32"), np.repeat(np.arange(4), 4)
+
+
+def batchnorm_statistics(network):
+    return {w.path: w.numpy().copy() for w in network.weights
+            if "moving_mean" in w.path or "moving_variance" in w.path}
+
+
+@pytest.mark.parametrize("diversity", [True, False], ids=["own_seeds", "one_seed"])
+def test_model_diversity_gives_members_their_own_or_identical_starts(diversity):
+    model = tiny_cohort(f"cohort.model_diversity={str(diversity).lower()}")
+    first, second = (m.get_weights() for m in model.members)
+    identical = all(np.array_equal(a, b) for a, b in zip(first, second))
+    assert identical != diversity
+    images, _ = tiny_batch()
+    z0, z1 = (m(images, training=False).numpy() for m in model.members)
+    assert np.array_equal(z0, z1) != diversity  # the same first-step embeddings without it
+
+
+def test_frozen_batchnorm_keeps_its_statistics_while_gamma_and_beta_train():
+    model = tiny_cohort("model.freeze_batchnorm=true", "train.learning_rate=0.01")
+    before = batchnorm_statistics(model.members[0])
+    gammas = [w.numpy().copy() for w in model.members[0].weights if "gamma" in w.path]
+    images, labels = tiny_batch()
+    model.fit(images, labels, batch_size=16, epochs=3, verbose=0)
+    after = batchnorm_statistics(model.members[0])
+    assert len(before) == 4  # two BatchNorm layers in tiny_cnn, mean and variance each
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    assert any(not np.array_equal(old, w.numpy())
+               for old, w in zip(gammas, [w for w in model.members[0].weights if "gamma" in w.path]))
+
+
+def test_shadow_batchnorm_statistics_follow_the_ema_of_the_member():
+    model = tiny_cohort("model.freeze_batchnorm=false", "cohort.ema_decay=0.9",
+                        "cohort.ema_warmup_steps=0")
+    shadow_before = batchnorm_statistics(model.shadows[0])
+    images, labels = tiny_batch()
+    model.fit(images, labels, batch_size=16, epochs=1, verbose=0)  # one step
+    member, shadow = batchnorm_statistics(model.members[0]), batchnorm_statistics(model.shadows[0])
+    for (name, old), member_value, shadow_value in zip(shadow_before.items(), member.values(),
+                                                       shadow.values()):
+        assert not np.allclose(member_value, old), name  # training moved the member's statistics
+        np.testing.assert_allclose(shadow_value, 0.9 * old + 0.1 * member_value, rtol=1e-5, atol=1e-7)
