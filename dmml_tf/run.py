@@ -10,6 +10,7 @@ benchmarks/ call these functions in-process. Each phase prints one numbered line
 """
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from dmml_tf.errors import ConfigError
 from dmml_tf.export import export_embedder
 from dmml_tf.models.backbones import build_backbone
 from dmml_tf.models.embedder import pooled_features
-from dmml_tf.retrieval.evaluate import embed, embed_networks, evaluate_embeddings, results_table
+from dmml_tf.retrieval.evaluate import (embed_networks, evaluate_embeddings, results_table,
+                                       terminal_progress)
 from dmml_tf.retrieval.gallery import build_gallery_index, retrieval_grid
 from dmml_tf.retrieval.plots import plot_metric_per_epoch
 from dmml_tf.retrieval.query import search_images
@@ -46,7 +48,11 @@ def build_data(config):
 
 
 def fit_cohort(config, splits, run_directory, strategy):
-    """Build the cohort in `strategy`'s scope and `fit` it; resumes from a checkpoint."""
+    """Build the cohort in `strategy`'s scope and `fit` it; resumes from a checkpoint.
+
+    Returns:
+        The trained `DM2Model` and its `RetrievalEvaluation` callback.
+    """
     data_config = config.data
     backbones = ", ".join(config.model.backbone_of(m) for m in range(config.cohort.members))
     print(f"[2/4] training a cohort of {config.cohort.members} members ({backbones})")
@@ -60,9 +66,10 @@ def fit_cohort(config, splits, run_directory, strategy):
         strategy, lambda: splits.training_dataset(config.seed, strategy.num_replicas_in_sync),
         data_config.classes_per_batch * data_config.images_per_class)
     backup = run_directory / "backup"  # a killed run resumes from here
+    evaluation = retrieval_evaluation(config, splits, run_directory)
     callbacks = [
         NonFiniteLossGuard(backup),  # first, so a diverged step is never saved
-        retrieval_evaluation(config, splits, run_directory),  # before the loggers of its metrics
+        evaluation,  # before the loggers of its metrics
         ResumableCheckpoint(backup, config.train.checkpoint_every_steps),
         SameStepCheck(),  # every worker restored the same step
         LearningRateLogger(),
@@ -70,9 +77,10 @@ def fit_cohort(config, splits, run_directory, strategy):
         keras.callbacks.ModelCheckpoint(str(run_directory / "dm2.weights.h5"), save_weights_only=True),
         keras.callbacks.CSVLogger(str(run_directory / "history.csv"), append=backup.exists()),
     ]
+    # A progress bar within each epoch on a terminal; one line per epoch in logs and CI.
     model.fit(dataset, epochs=config.train.epochs, steps_per_epoch=steps, callbacks=callbacks,
-              shuffle=False, verbose=2)
-    return model
+              shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
+    return model, evaluation
 
 
 def retrieval_evaluation(config, splits, run_directory):
@@ -85,33 +93,76 @@ def retrieval_evaluation(config, splits, run_directory):
         history_path=run_directory / EVALUATION_HISTORY)
 
 
-def evaluate(config, model, splits, run_directory):
-    """Every network's metrics on the test split -> metrics.json, results.txt, pictures."""
+def evaluate(config, model, splits, run_directory, evaluation=None):
+    """Every network's metrics on the test split -> metrics.json and results.txt.
+
+    The networks' embeddings come from `evaluation` (the training callback) when it
+    evaluated the weights as they are now, else from one pass over the test images; the
+    pretrained baseline's results from `pretrained.json` when a run (or its resumed
+    start) already computed them for the same data and settings.
+
+    Returns:
+        The results table (str) and `{network: embeddings}`.
+    """
     settings = config.evaluate
-    print(f"[3/4] evaluating on {len(splits.test_labels)} test images ({settings.backend}; "
-          f"exact below {settings.exact_below:,} images)")
-    baseline = pooled_features(build_backbone(config.model.backbone_of(0), config.model.weights_of(0),
-                                              config.data.image_size), name="pretrained")
     networks, ensembles = evaluated_networks(model)
-    networks = {"pretrained (not fine-tuned)": baseline, **networks}
-    embeddings = embed_networks(networks, splits.test_images, settings.batch_size, ensembles)
-    results = evaluate_embeddings(embeddings, splits.test_labels, settings)
+    step = int(model.optimizer.iterations.numpy())
+    reused = evaluation is not None and evaluation.last and evaluation.last["step"] == step
+    print(f"[3/4] evaluating on {len(splits.test_labels)} test images ({settings.backend}; "
+          f"exact below {settings.exact_below:,} images)"
+          + ("; the networks' metrics are the last epoch's" if reused else ""))
+    if reused:
+        embeddings, results = evaluation.last["embeddings"], evaluation.last["results"]
+    else:
+        embeddings = embed_networks(networks, splits.test_images, settings.batch_size,
+                                    ensembles, progress=terminal_progress("embedding"))
+        results = evaluate_embeddings(embeddings, splits.test_labels, settings,
+                                      log=lambda line: None)
+    results = {"pretrained (not fine-tuned)": pretrained_results(config, splits, run_directory),
+               **results}
     table = results_table(results)
     (run_directory / "metrics.json").write_text(json.dumps(results, indent=2))
     (run_directory / "results.txt").write_text(table + "\n")
+    return table, embeddings
+
+
+def pretrained_results(config, splits, run_directory):
+    """Metrics of the first member's backbone without fine-tuning, computed once per run."""
+    cache = run_directory / "pretrained.json"
+    key = {"data": config_to_dict(config.data), "seed": config.seed,
+           "evaluate": config_to_dict(config.evaluate),
+           "backbone": [config.model.backbone_of(0), config.model.weights_of(0)]}
+    if cache.is_file() and json.loads(cache.read_text())["key"] == key:
+        return json.loads(cache.read_text())["results"]
+    baseline = pooled_features(build_backbone(config.model.backbone_of(0), config.model.weights_of(0),
+                                              config.data.image_size), name="pretrained")
+    embeddings = embed_networks({"pretrained": baseline}, splits.test_images,
+                                config.evaluate.batch_size)
+    results = evaluate_embeddings(embeddings, splits.test_labels, config.evaluate,
+                                  log=lambda line: None)["pretrained"]
+    cache.write_text(json.dumps({"key": key, "results": results}, indent=1))
+    return results
+
+
+def pictures(config, splits, run_directory, embeddings):
+    """retrieval_grid.png of the monitored network and recall_per_epoch.png."""
+    settings = config.evaluate
     network = settings.monitor.partition("/")[0]
-    if network in embeddings:
-        retrieval_grid(embeddings[network], splits, config.data, settings,
-                       run_directory / "retrieval_grid.png", network, config.seed)
+    retrieval_grid(embeddings[network], splits, config.data, settings,
+                   run_directory / "retrieval_grid.png", network, config.seed)
     if (run_directory / EVALUATION_HISTORY).is_file():
         history = json.loads((run_directory / EVALUATION_HISTORY).read_text())
         plot_metric_per_epoch(history, run_directory / "recall_per_epoch.png",
                               f"recall@{min(settings.recall_at)}")
-    return table
 
 
-def export(config, model, splits):
-    """A SavedModel per network and the gallery index; returns the export folder."""
+def export(config, model, splits, embeddings=None):
+    """A SavedModel per network and the gallery index; returns the export folder.
+
+    Args:
+        embeddings: dict or None. The evaluation's `{network: embeddings}`; the gallery
+            network's are reused instead of embedding the test images again.
+    """
     print("[4/4] exporting SavedModels and the gallery index")
     export_root = config.export_folder()
     networks = model.networks()
@@ -125,8 +176,10 @@ def export(config, model, splits):
                                       config.data.resize_size,
                                       metadata={"network": name, "config": config_to_dict(config)})
         print(f"      {name:<16} -> {paths[name]}")
-    embeddings = embed(networks[gallery_network], splits.test_images, config.evaluate.batch_size)
-    index = build_gallery_index(embeddings, splits, config.data, config.evaluate,
+    if embeddings is None or gallery_network not in embeddings:
+        embeddings = embed_networks({gallery_network: networks[gallery_network]},
+                                    splits.test_images, config.evaluate.batch_size)
+    index = build_gallery_index(embeddings[gallery_network], splits, config.data, config.evaluate,
                                 config.export.thumbnail_size)
     index_directory = export_root / "gallery" / paths[gallery_network].name
     index.save(index_directory, metadata={
@@ -156,8 +209,11 @@ def load_run(run_directory, overrides=()):
 def evaluate_run(run_directory, overrides=()):
     """Evaluate a finished run again from its saved weights; returns the results table."""
     config = load_run(run_directory, overrides)
-    return evaluate(config, restore_cohort(config, run_directory), build_data(config),
-                    Path(run_directory))
+    splits = build_data(config)
+    table, embeddings = evaluate(config, restore_cohort(config, run_directory), splits,
+                                 Path(run_directory))
+    pictures(config, splits, Path(run_directory), embeddings)
+    return table
 
 
 def export_run(run_directory, overrides=()):
@@ -199,11 +255,14 @@ def train(config):
 
         splits = build_data(config)
         lap("data")
-        model = fit_cohort(config, splits, run_directory, strategy)
+        model, evaluation = fit_cohort(config, splits, run_directory, strategy)
         lap("training")
-        table = evaluate(config, model, splits, run_directory)
+        table, embeddings = evaluate(config, model, splits, run_directory, evaluation)
         lap("evaluation")
-        export_root = export(config, model, splits) if config.export.enabled else "(export off)"
+        pictures(config, splits, run_directory, embeddings)
+        lap("pictures")
+        export_root = (export(config, model, splits, embeddings) if config.export.enabled
+                       else "(export off)")
         lap("export")
         metrics_path = run_directory / "metrics.json"
         metrics = {**json.loads(metrics_path.read_text()),
@@ -212,5 +271,6 @@ def train(config):
 
         print(f"\nRecall@K on {len(splits.test_labels)} test images of unseen classes "
               f"({time.time() - started:.0f} s in all):\n{table}")
+        print("\nwall time: " + ", ".join(f"{phase} {value:.0f} s" for phase, value in seconds.items()))
         print(f"\nrun directory: {run_directory}   exports: {export_root}")
         return metrics

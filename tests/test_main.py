@@ -24,7 +24,7 @@ def test_smoke_run_trains_evaluates_and_exports(tmp_path):
                 "ensemble", "shadow_ensemble"}
     assert set(metrics) == expected | {"training_steps", "seconds"}
     assert metrics["training_steps"] == 2
-    assert set(metrics["seconds"]) == {"data", "training", "evaluation", "export"}
+    assert set(metrics["seconds"]) == {"data", "training", "evaluation", "pictures", "export"}
     for values in (metrics[name] for name in expected):
         assert set(values) == {"recall@1", "recall@2", "map@r", "r_precision", "nmi",
                                "scann_recall@2"}

@@ -5,8 +5,11 @@ exact search scores one block of the gallery matrix at a time, and k-means assig
 block of points at a time; no N x N matrix is ever formed.
 """
 
+import sys
+
 import numpy as np
 import tensorflow as tf
+from tqdm import tqdm
 
 from dmml_tf.retrieval.clustering import kmeans
 from dmml_tf.retrieval.index import EXACT_BELOW, GalleryIndex
@@ -16,6 +19,23 @@ from dmml_tf.retrieval.metrics import (DEFAULT_KS, average_precision_at_r, check
 
 # Each block of queries holds at most this many neighbour indices (32 MB as int64).
 _BLOCK_NEIGHBORS = 2**22
+
+
+def image_batches(images, batch_size):
+    """Float32 batches of `images`: an array in slices of `batch_size`, or a batched
+    `tf.data.Dataset` of images or of `(images, labels)` pairs as it comes."""
+    if isinstance(images, tf.data.Dataset):
+        batches = (batch[0] if isinstance(batch, tuple) else batch for batch in images)
+    else:
+        batches = (images[i:i + batch_size] for i in range(0, len(images), batch_size))
+    return (tf.cast(batch, tf.float32) for batch in batches)
+
+
+def terminal_progress(description):
+    """A tqdm wrapper for batch iterators on a terminal; None (no bar) in logs and CI."""
+    if not sys.stderr.isatty():
+        return None
+    return lambda batches: tqdm(batches, desc=f"      {description}", unit="batch", leave=False)
 
 
 def embed(network, images, batch_size):
@@ -30,16 +50,12 @@ def embed(network, images, batch_size):
     Returns:
         float32 array of shape `(N, d)`.
     """
-    if isinstance(images, tf.data.Dataset):
-        batches = (batch[0] if isinstance(batch, tuple) else batch for batch in images)
-    else:
-        batches = (images[i:i + batch_size] for i in range(0, len(images), batch_size))
-    return np.concatenate([network(tf.cast(batch, tf.float32), training=False).numpy()
-                           for batch in batches])
+    return embed_networks({"network": network}, images, batch_size)["network"]
 
 
-def embed_networks(networks, images, batch_size, ensembles=None):
-    """Embeddings of every network; ensembles are assembled from their parts' embeddings.
+def embed_networks(networks, images, batch_size, ensembles=None, progress=None):
+    """Embeddings of every network from one pass over `images`: each batch is decoded
+    once and every network runs on it, in one compiled function.
 
     Args:
         networks: dict of name to `keras.Model`.
@@ -49,13 +65,22 @@ def embed_networks(networks, images, batch_size, ensembles=None):
             not run: their embedding is the parts' embeddings concatenated and
             re-normalised, which is what `dmml_tf.models.embedder.ensemble` computes.
             Defaults to `None`.
+        progress: callable or None. Wraps the batch iterator (e.g. a tqdm bar).
+            Defaults to `None`.
 
     Returns:
         dict of name to float32 array `(N, d)`, in the order of `networks`.
     """
     ensembles = ensembles or {}
-    embeddings = {name: embed(network, images, batch_size)
-                  for name, network in networks.items() if name not in ensembles}
+    running = {name: network for name, network in networks.items() if name not in ensembles}
+
+    @tf.function(reduce_retracing=True)
+    def forward(batch):
+        return {name: network(batch, training=False) for name, network in running.items()}
+
+    batches = image_batches(images, batch_size)
+    outputs = [forward(batch) for batch in (progress(batches) if progress else batches)]
+    embeddings = {name: np.concatenate([o[name].numpy() for o in outputs]) for name in running}
     for name, parts in ensembles.items():
         joined = np.concatenate([embeddings[part] for part in parts], axis=1)
         embeddings[name] = joined / np.linalg.norm(joined, axis=1, keepdims=True)
@@ -117,24 +142,6 @@ def retrieval_metrics(embeddings, labels, ks=DEFAULT_KS, backend="scann",
         results[f"scann_recall@{max(ks)}"] = index.recall_against_exact(
             index.embeddings[queries], max(ks), queries, check_queries, seed)
     return results
-
-
-def evaluate_networks(networks, images, labels, evaluate_config, ensembles=None, log=print):
-    """Retrieval metrics of each named network on `images`.
-
-    Args:
-        networks: dict of name to `keras.Model`.
-        images: as in `embed`.
-        labels: int array of shape `(N,)`.
-        evaluate_config: `dmml_tf.config.EvaluateConfig`.
-        ensembles: as in `embed_networks`. Defaults to `None`.
-        log: callable taking one str. Defaults to `print`.
-
-    Returns:
-        dict `{name: {metric: value}}`, in the order of `networks`.
-    """
-    all_embeddings = embed_networks(networks, images, evaluate_config.batch_size, ensembles)
-    return evaluate_embeddings(all_embeddings, labels, evaluate_config, log)
 
 
 def evaluate_embeddings(all_embeddings, labels, evaluate_config, log=print):

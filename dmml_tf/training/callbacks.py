@@ -16,7 +16,7 @@ import keras
 from dmml_tf.config import DataConfig, EvaluateConfig, ExportConfig
 from dmml_tf.errors import ConfigError
 from dmml_tf.export import export_embedder
-from dmml_tf.retrieval.evaluate import evaluate_networks
+from dmml_tf.retrieval.evaluate import embed_networks, evaluate_embeddings, terminal_progress
 from dmml_tf.training.dm2 import DM2Model
 
 
@@ -66,6 +66,8 @@ class RetrievalEvaluation(keras.callbacks.Callback):
 
     Attributes:
         history: list of `{"epoch": int, "results": {network: {metric: float}}}`.
+        last: dict or `None`. The latest evaluation: `step` (the optimizer step),
+            `embeddings` (`{network: array}`) and `results`.
         best: float or `None`. Best value of `monitor` so far.
         best_epoch: int or `None`. The epoch (counted from 1) that reached it.
 
@@ -101,12 +103,18 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         self.history = []
         self.best = None
         self.best_epoch = None
+        self.last = None
 
     def evaluate(self):
-        """Metrics of every network of the model now: `{network: {metric: value}}`."""
+        """Metrics of every network of the model now: `{network: {metric: value}}`. The
+        embeddings and the optimizer step they belong to are kept in `last`."""
         networks, ensembles = evaluated_networks(self.model)
-        return evaluate_networks(networks, self.images, self.labels, self.settings,
-                                 ensembles, log=lambda line: None)
+        embeddings = embed_networks(networks, self.images, self.settings.batch_size, ensembles,
+                                    progress=terminal_progress("evaluating"))
+        results = evaluate_embeddings(embeddings, self.labels, self.settings, log=lambda line: None)
+        self.last = {"step": int(self.model.optimizer.iterations.numpy()),
+                     "embeddings": embeddings, "results": results}
+        return results
 
     def on_epoch_end(self, epoch, logs=None):
         if not self.every_epochs or (epoch + 1) % self.every_epochs:
