@@ -28,6 +28,7 @@ BACKENDS = ("scann", "exact")
 TEACHERS = ("peers", "shadows", "both")
 SCHEDULES = ("constant", "step", "cosine")
 STRATEGIES = ("mirrored", "multi_worker")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")  # Keras dtype policies
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,6 +199,10 @@ class TrainConfig:
     # XLA-compile the train step: much slower on CPU (depthwise convolutions), and the
     # views' RandomResizedCrop has no XLA kernel (see benchmarks/train_step.py).
     jit_compile: bool = False
+    # float32 | mixed_float16 | mixed_bfloat16: the backbones compute in 16 bits (for GPUs
+    # and TPUs; slower on this CPU, README); heads, normalisation, losses, shadows and
+    # exported signatures stay float32; mixed_float16 scales the loss.
+    precision: str = "float32"
     # Stop each epoch after this many steps (0: a full pass); for smoke runs.
     max_steps_per_epoch: int = 0
     # mirrored (this machine's devices) | multi_worker (the hosts in TF_CONFIG; README:
@@ -207,6 +212,12 @@ class TrainConfig:
     def __post_init__(self):
         _check_choice("train.schedule", self.schedule, SCHEDULES)
         _check_choice("train.strategy", self.strategy, STRATEGIES)
+        _check_choice("train.precision", self.precision, PRECISIONS)
+        if self.precision == "mixed_float16" and self.backbone_learning_rate is not None:
+            raise ConfigError("Config key `train.precision: mixed_float16` scales the loss of "
+                              "one optimizer; set `train.backbone_learning_rate: null` or use "
+                              "mixed_bfloat16. Received: train.backbone_learning_rate="
+                              f"{self.backbone_learning_rate}")
         if any(not isinstance(e, int) or e < 1 for e in self.step_epochs):
             raise ConfigError("Config key `train.step_epochs` must list positive epochs. "
                               f"Received: train.step_epochs={list(self.step_epochs)}")
@@ -295,6 +306,11 @@ def _check_value(key, value, annotation):
             return value
         if option is tuple and isinstance(value, (list, tuple)):
             return tuple(value)
+    if float in options and isinstance(value, str):
+        try:  # YAML 1.1 reads 1e-5 (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
     names = " or ".join("null" if o is type(None) else o.__name__ for o in options)
     raise ConfigError(f"Config key `{key}` expects {names}. Received: {key}={value!r}")
 

@@ -37,6 +37,7 @@ RULES = [
     ("train.schedule=linear", "`train.schedule` supports: constant, step, cosine"),
     ("train.strategy=tpu", "`train.strategy` supports: mirrored, multi_worker"),
     ("train.step_epochs=[0]", "`train.step_epochs` must list positive epochs"),
+    ("train.precision=float16", "`train.precision` supports: float32, mixed_float16, mixed_bfloat16"),
     ("evaluate.backend=faiss", "`evaluate.backend` supports: scann, exact"),
     ("evaluate.every_epochs=-1", "`evaluate.every_epochs` must be 0 or more"),
     ("evaluate.recall_at=[0]", "`evaluate.recall_at` must list positive integers"),
@@ -90,3 +91,12 @@ def test_folder_datasets_get_safe_distinct_folder_names(tmp_path):
     assert config.run_folder() == Path("runs") / names[0]
     assert config.export_folder() == Path("saved_models") / names[0]
     assert load_config(None).run_folder() == Path("runs/emoji_styles")
+
+
+def test_float16_loss_scaling_needs_one_optimizer():
+    with pytest.raises(ConfigError, match="scales the loss of one optimizer"):
+        load_config(None, ["train.precision=mixed_float16", "train.backbone_learning_rate=1e-5"])
+
+
+def test_exponent_floats_without_a_dot_load_as_floats():
+    assert load_config(None, ["train.learning_rate=1e-5"]).train.learning_rate == 1e-5

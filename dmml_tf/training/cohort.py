@@ -1,6 +1,9 @@
 """Build a compiled `DM2Model` from the config: members, views, optimizers."""
 
+import contextlib
 import warnings
+
+import keras
 
 from dmml_tf.data.views import build_views
 from dmml_tf.errors import WeightsError
@@ -10,17 +13,32 @@ from dmml_tf.training.dm2 import DM2Model
 from dmml_tf.training.optimizers import build_optimizers
 
 
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Keras's global dtype policy set to `name` while the block builds layers."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 def build_members(config):
     """One embedder per member, each with its own backbone in a heterogeneous cohort.
-    With model diversity each member's head gets its own seed."""
-    members = []
-    for m in range(config.cohort.members):
-        seed = config.seed + m if config.cohort.model_diversity else config.seed
-        backbone = build_backbone(config.model.backbone_of(m), config.model.weights_of(m),
-                                  config.data.image_size, f"backbone{m}", seed)
-        members.append(build_embedder(backbone, config.model.embedding_dim, seed,
-                                      config.model.freeze_batchnorm, name=f"member{m}"))
-    return members
+    With model diversity each member's head gets its own seed. The backbones compute in
+    `train.precision`."""
+    with dtype_policy(config.train.precision):
+        return [build_member(config, m) for m in range(config.cohort.members)]
+
+
+def build_member(config, m):
+    """Member m's embedder."""
+    seed = config.seed + m if config.cohort.model_diversity else config.seed
+    backbone = build_backbone(config.model.backbone_of(m), config.model.weights_of(m),
+                              config.data.image_size, f"backbone{m}", seed)
+    return build_embedder(backbone, config.model.embedding_dim, seed,
+                          config.model.freeze_batchnorm, name=f"member{m}")
 
 
 def build_cohort(config, steps_per_epoch):

@@ -240,8 +240,10 @@ class DM2Model(keras.Model):
                 loss_tape.watch(member_embeddings)
                 total, terms = self.cohort_losses(labels, member_embeddings, shadow_embeddings,
                                                   self.optimizer.iterations)
-            # Every replica computes the global loss and the optimizer sums their gradients.
-            scaled = total / tf.distribute.get_strategy().num_replicas_in_sync
+            # Every replica computes the global loss and the optimizer sums their gradients;
+            # under mixed_float16 the optimizer scales the loss (and unscales in `apply`).
+            scaled = self.optimizer.scale_loss(
+                total / tf.distribute.get_strategy().num_replicas_in_sync)
         terms |= self.gradient_ratios(loss_tape, terms, member_embeddings)
         # 4. optimizer step(s).
         gradients = tape.gradient(scaled, [variables for _, variables in groups])

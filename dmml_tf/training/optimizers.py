@@ -47,7 +47,10 @@ def build_optimizers(train_config, steps_per_epoch):
                                      name=name)
 
     if train_config.backbone_learning_rate is None:
-        return adam(train_config.learning_rate, "adam"), None
+        optimizer = adam(train_config.learning_rate, "adam")
+        if train_config.precision == "mixed_float16":  # float16 gradients underflow unscaled
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        return optimizer, None
     return (adam(train_config.learning_rate, "head_adam"),
             adam(train_config.backbone_learning_rate, "backbone_adam"))
 

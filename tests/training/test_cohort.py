@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 
@@ -95,3 +96,25 @@ def test_shadow_batchnorm_statistics_follow_the_ema_of_the_member():
                                                        shadow.values()):
         assert not np.allclose(member_value, old), name  # training moved the member's statistics
         np.testing.assert_allclose(shadow_value, 0.9 * old + 0.1 * member_value, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_backbones_with_float32_heads_losses_and_shadows(precision):
+    model = tiny_cohort(f"train.precision={precision}")
+    member = model.members[0]
+    compute = {layer.name: layer.dtype_policy.compute_dtype
+               for layer in member.get_layer("frozen_batchnorm").layer.layers}
+    assert precision.removeprefix("mixed_") in set(compute.values())
+    assert member.get_layer("head").dtype_policy.compute_dtype == "float32"
+    assert {w.dtype for w in model.weights} == {"float32"}  # variables, shadows included
+    is_scaled = isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert is_scaled == (precision == "mixed_float16")
+    images, labels = tiny_batch()
+    before = [w.numpy().copy() for w in member.get_layer("head").weights]
+    history = model.fit(images, labels, batch_size=16, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert not np.array_equal(before[0], member.get_layer("head").kernel.numpy())
+    embeddings = model.members[0](images)
+    assert embeddings.dtype == "float32"
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-5)
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
