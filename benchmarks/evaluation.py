@@ -1,19 +1,28 @@
-"""Memory and time of a full evaluation (Recall@K, MAP@R, R-Precision, NMI) of a large gallery.
+"""Time of one evaluation against its forward passes, and memory of a large gallery.
 
-    python benchmarks/evaluation.py                          # 100k images, 1,000 classes
-    python benchmarks/evaluation.py --images 20000 --backend exact
+    python benchmarks/evaluation.py cohort                   # the default test split
+    python benchmarks/evaluation.py gallery                  # 100k images, 1,000 classes
+    python benchmarks/evaluation.py gallery --images 20000 --backend exact
 
-Draws clustered synthetic unit embeddings (one cluster per class, cosine about 0.3 within
-a class), runs `dmml_tf.retrieval.evaluate.retrieval_metrics` on them as on a test split
-and prints the metrics, the wall time and the process's peak memory next to the size an
-N x N score matrix would have. Each backend is measured in its own process, so the peaks
-do not mix.
+`cohort`: builds the default run's cohort (configs/emoji_styles.yaml, `--set` to change
+it) and its test split, then, in one run, times the pure forward passes of the networks
+an evaluation runs (every member, every shadow and the pretrained baseline; ensembles
+are concatenations) over the test images, and the evaluation `python main.py` makes
+(`dmml_tf.run.evaluate` and `pictures`), with where its time goes. Prints
+`evaluation / forward passes: R` (goal: at most 1.3).
+
+`gallery`: draws clustered synthetic unit embeddings (one cluster per class, cosine about
+0.3 within a class), runs `retrieval_metrics` on them as on a test split and prints the
+metrics, the wall time and the peak memory next to the size an N x N score matrix would
+have. Each backend is measured in its own process, so the peaks do not mix.
 """
 
 import argparse
 import os
 import resource
+import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -22,16 +31,65 @@ import numpy as np  # noqa: E402
 from dmml_tf.retrieval.evaluate import retrieval_metrics  # noqa: E402
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=100_000)
-    parser.add_argument("--classes", type=int, default=1000)
-    parser.add_argument("--dim", type=int, default=128)
-    parser.add_argument("--noise", type=float, default=1.5,
-                        help="noise length around a class centre (1.5: cosine about 0.3)")
-    parser.add_argument("--backend", choices=("scann", "exact"), default="scann")
-    args = parser.parse_args()
+ROOT = Path(__file__).resolve().parents[1]
 
+
+def forward_seconds(networks, images, batch_size):
+    """Wall time of each network's inference over `images` alone, traced beforehand."""
+    import tensorflow as tf
+
+    seconds = {}
+    for name, network in networks.items():
+        forward = tf.function(lambda batch, network=network: network(batch, training=False),
+                              reduce_retracing=True)
+        batches = [tf.constant(images[i:i + batch_size], tf.float32)
+                   for i in range(0, len(images), batch_size)]
+        forward(batches[0]), forward(batches[-1])  # trace both batch shapes
+        started = time.perf_counter()
+        for batch in batches:
+            forward(batch).numpy()
+        seconds[name] = time.perf_counter() - started
+    return seconds
+
+
+def cohort(args):
+    from dmml_tf.config import load_config
+    from dmml_tf.models.backbones import build_backbone
+    from dmml_tf.models.embedder import pooled_features
+    from dmml_tf.run import build_data, evaluate, pictures
+    from dmml_tf.training.cohort import build_cohort
+
+    config = load_config(ROOT / "configs" / "emoji_styles.yaml", args.overrides)
+    splits = build_data(config)
+    model = build_cohort(config, steps_per_epoch=1)
+    baseline = pooled_features(build_backbone(config.model.backbone_of(0),
+                                              config.model.weights_of(0),
+                                              config.data.image_size), name="pretrained")
+    runs = {**{f"member{m}": n for m, n in enumerate(model.members)},
+            **{f"shadow{m}": n for m, n in enumerate(model.shadows)}, "pretrained": baseline}
+    forward = forward_seconds(runs, splits.test_images, config.evaluate.batch_size)
+    parts = {}
+    with tempfile.TemporaryDirectory() as run_directory:
+        started = time.perf_counter()
+        _, embeddings = evaluate(config, model, splits, Path(run_directory), seconds=parts)
+        evaluation = time.perf_counter() - started
+        started = time.perf_counter()
+        pictures(config, splits, Path(run_directory), embeddings)
+        parts["pictures"] = time.perf_counter() - started
+    total = evaluation + parts["pictures"]
+    images = len(splits.test_labels)
+    print(f"\n{images} test images, {len(runs)} networks run; forward passes alone: "
+          f"{sum(forward.values()):.1f} s ({len(runs) * images / sum(forward.values()):.0f} "
+          f"images/s over all networks)")
+    for name, value in forward.items():
+        print(f"  forward {name:<12} {value:6.1f} s")
+    print(f"one evaluation, as `python main.py` makes it: {total:.1f} s")
+    for name, value in parts.items():
+        print(f"  {name:<24} {value:6.1f} s")
+    print(f"evaluation / forward passes: {total / sum(forward.values()):.2f}")
+
+
+def gallery(args):
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((args.classes, args.dim), np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
@@ -51,6 +109,22 @@ def main():
     print("  ".join(f"{name} {value:.4f}" for name, value in results.items()))
     print(f"peak memory (RSS) {peak:.2f} GiB ({before:.2f} GiB before evaluating); an N x N "
           f"float32 score matrix alone would take {args.images**2 * 4 / 2**30:.0f} GiB")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=("cohort", "gallery"))
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="SECTION.KEY=VALUE", help="cohort: a config override")
+    parser.add_argument("--images", type=int, default=100_000, help="gallery: images")
+    parser.add_argument("--classes", type=int, default=1000, help="gallery: classes")
+    parser.add_argument("--dim", type=int, default=128, help="gallery: dimension")
+    parser.add_argument("--noise", type=float, default=1.5,
+                        help="gallery: noise around a class centre (1.5: cosine about 0.3)")
+    parser.add_argument("--backend", choices=("scann", "exact"), default="scann",
+                        help="gallery: search backend")
+    args = parser.parse_args()
+    (cohort if args.mode == "cohort" else gallery)(args)
 
 
 if __name__ == "__main__":

@@ -330,7 +330,11 @@ def _rename_old_keys(values, prefix):
         if f"{section}." == prefix and key in values:
             new_key = new.rpartition(".")[2]
             value = values.pop(key)
-            values.setdefault(new_key, convert(value))
+            if new_key in values:
+                raise ConfigError(f"Config keys `{old}` (deprecated) and `{new}` are both "
+                                  f"given; give only `{new}`. Received: {old}={value!r}, "
+                                  f"{new}={values[new_key]!r}")
+            values[new_key] = convert(value)
             warnings.warn(f"Config key `{old}` is deprecated: use `{new}` "
                           f"({new}={values[new_key]!r}). Received: {old}={value!r}",
                           FutureWarning, stacklevel=2)

@@ -93,13 +93,17 @@ def retrieval_evaluation(config, splits, run_directory):
         history_path=run_directory / EVALUATION_HISTORY)
 
 
-def evaluate(config, model, splits, run_directory, evaluation=None):
+def evaluate(config, model, splits, run_directory, evaluation=None, seconds=None):
     """Every network's metrics on the test split -> metrics.json and results.txt.
 
     The networks' embeddings come from `evaluation` (the training callback) when it
     evaluated the weights as they are now, else from one pass over the test images; the
     pretrained baseline's results from `pretrained.json` when a run (or its resumed
     start) already computed them for the same data and settings.
+
+    Args:
+        seconds: dict or None. Gets the wall time of each part (`embedding`, then those of
+            `retrieval_metrics`) added. Defaults to `None`.
 
     Returns:
         The results table (str) and `{network: embeddings}`.
@@ -111,14 +115,18 @@ def evaluate(config, model, splits, run_directory, evaluation=None):
     print(f"[3/4] evaluating on {len(splits.test_labels)} test images ({settings.backend}; "
           f"exact below {settings.exact_below:,} images)"
           + ("; the networks' metrics are the last epoch's" if reused else ""))
+    seconds = {} if seconds is None else seconds
     if reused:
         embeddings, results = evaluation.last["embeddings"], evaluation.last["results"]
     else:
+        started = time.perf_counter()
         embeddings = embed_networks(networks, splits.test_images, settings.batch_size,
                                     ensembles, progress=terminal_progress("embedding"))
+        seconds["embedding"] = time.perf_counter() - started
         results = evaluate_embeddings(embeddings, splits.test_labels, settings,
-                                      log=lambda line: None)
-    results = {"pretrained (not fine-tuned)": pretrained_results(config, splits, run_directory),
+                                      log=lambda line: None, seconds=seconds)
+    results = {"pretrained (not fine-tuned)": pretrained_results(config, splits, run_directory,
+                                                                 seconds),
                **results}
     table = results_table(results)
     (run_directory / "metrics.json").write_text(json.dumps(results, indent=2))
@@ -126,8 +134,9 @@ def evaluate(config, model, splits, run_directory, evaluation=None):
     return table, embeddings
 
 
-def pretrained_results(config, splits, run_directory):
-    """Metrics of the first member's backbone without fine-tuning, computed once per run."""
+def pretrained_results(config, splits, run_directory, seconds):
+    """Metrics of the first member's backbone without fine-tuning, computed once per run;
+    its parts' wall time is added to `seconds`."""
     cache = run_directory / "pretrained.json"
     key = {"data": config_to_dict(config.data), "seed": config.seed,
            "evaluate": config_to_dict(config.evaluate),
@@ -136,10 +145,12 @@ def pretrained_results(config, splits, run_directory):
         return json.loads(cache.read_text())["results"]
     baseline = pooled_features(build_backbone(config.model.backbone_of(0), config.model.weights_of(0),
                                               config.data.image_size), name="pretrained")
+    started = time.perf_counter()
     embeddings = embed_networks({"pretrained": baseline}, splits.test_images,
                                 config.evaluate.batch_size)
+    seconds["embedding"] = seconds.get("embedding", 0.0) + time.perf_counter() - started
     results = evaluate_embeddings(embeddings, splits.test_labels, config.evaluate,
-                                  log=lambda line: None)["pretrained"]
+                                  log=lambda line: None, seconds=seconds)["pretrained"]
     cache.write_text(json.dumps({"key": key, "results": results}, indent=1))
     return results
 

@@ -100,3 +100,9 @@ def test_float16_loss_scaling_needs_one_optimizer():
 
 def test_exponent_floats_without_a_dot_load_as_floats():
     assert load_config(None, ["train.learning_rate=1e-5"]).train.learning_rate == 1e-5
+
+
+def test_an_old_key_beside_its_new_name_is_an_error():
+    with pytest.raises(ConfigError, match="`cohort.ema_every` .deprecated. and "
+                                          "`cohort.ema_every_steps` are both given"):
+        load_config(None, ["cohort.ema_every_steps=1", "cohort.ema_every=2"])

@@ -6,6 +6,7 @@ block of points at a time; no N x N matrix is ever formed.
 """
 
 import sys
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -53,6 +54,21 @@ def embed(network, images, batch_size):
     return embed_networks({"network": network}, images, batch_size)["network"]
 
 
+_COMPILED = {}  # the networks' ids -> their compiled forward, reused by later evaluations
+
+
+def compiled_forward(networks):
+    """One `tf.function` running every network of `{name: model}` on a batch, traced
+    once per set of networks (a training run's evaluations share it)."""
+    key = tuple((name, id(network)) for name, network in networks.items())
+    if key not in _COMPILED:
+        if len(_COMPILED) >= 8:
+            _COMPILED.pop(next(iter(_COMPILED)))
+        _COMPILED[key] = tf.function(lambda batch: {
+            name: network(batch, training=False) for name, network in networks.items()})
+    return _COMPILED[key]
+
+
 def embed_networks(networks, images, batch_size, ensembles=None, progress=None):
     """Embeddings of every network from one pass over `images`: each batch is decoded
     once and every network runs on it, in one compiled function.
@@ -73,14 +89,16 @@ def embed_networks(networks, images, batch_size, ensembles=None, progress=None):
     """
     ensembles = ensembles or {}
     running = {name: network for name, network in networks.items() if name not in ensembles}
-
-    @tf.function(reduce_retracing=True)
-    def forward(batch):
-        return {name: network(batch, training=False) for name, network in running.items()}
-
+    forward = compiled_forward(running)
+    outputs, full = [], None
     batches = image_batches(images, batch_size)
-    outputs = [forward(batch) for batch in (progress(batches) if progress else batches)]
-    embeddings = {name: np.concatenate([o[name].numpy() for o in outputs]) for name in running}
+    for batch in progress(batches) if progress else batches:
+        count = int(batch.shape[0])
+        full = full or count
+        if count < full:  # pad a short last batch: one traced shape, not a second trace
+            batch = tf.pad(batch, [[0, full - count], [0, 0], [0, 0], [0, 0]])
+        outputs.append({name: value.numpy()[:count] for name, value in forward(batch).items()})
+    embeddings = {name: np.concatenate([o[name] for o in outputs]) for name in running}
     for name, parts in ensembles.items():
         joined = np.concatenate([embeddings[part] for part in parts], axis=1)
         embeddings[name] = joined / np.linalg.norm(joined, axis=1, keepdims=True)
@@ -88,7 +106,7 @@ def embed_networks(networks, images, batch_size, ensembles=None, progress=None):
 
 
 def retrieval_metrics(embeddings, labels, ks=DEFAULT_KS, backend="scann",
-                      exact_below=EXACT_BELOW, check_queries=1000, seed=0):
+                      exact_below=EXACT_BELOW, check_queries=1000, seed=0, seconds=None):
     """Leave-one-out Recall@K, MAP@R, R-Precision and NMI of a set of embeddings.
 
     The set is its own gallery. Queries whose class has no other image are left out of
@@ -104,6 +122,8 @@ def retrieval_metrics(embeddings, labels, ks=DEFAULT_KS, backend="scann",
         check_queries: int. With ScaNN, the recall of its top-max(K) against exact
             search is measured on this many queries. Defaults to `1000`.
         seed: int. Seed of k-means and of the checked queries. Defaults to `0`.
+        seconds: dict or None. Gets the wall time of each part added (`search and
+            metrics`, `nmi clustering`, `scann check`). Defaults to `None`.
 
     Returns:
         dict: `recall@K` for each K, `map@r`, `r_precision`, `nmi` and, with ScaNN,
@@ -120,6 +140,7 @@ def retrieval_metrics(embeddings, labels, ks=DEFAULT_KS, backend="scann",
     if len(queries) == 0:
         raise ValueError("No class has two images, so no query has a correct answer. "
                          f"Received: {len(labels)} labels of {len(classes)} classes")
+    clock = _Laps(seconds)
     index = GalleryIndex(embeddings, backend=backend, exact_below=exact_below)
     k = min(len(labels) - 1, max(max(ks), int(relevant_counts.max())))
     hits, precisions, average_precisions = [], [], []
@@ -136,15 +157,33 @@ def retrieval_metrics(embeddings, labels, ks=DEFAULT_KS, backend="scann",
     results = {f"recall@{cut}": float(hits[:, i].mean()) for i, cut in enumerate(ks)}
     results["map@r"] = float(np.concatenate(average_precisions).mean())
     results["r_precision"] = float(np.concatenate(precisions).mean())
+    clock.lap("search and metrics")
+    # Exact Lloyd's k-means, one cluster per class: cheap at test-split sizes (see
+    # benchmarks/evaluation.py for its share of an evaluation).
     clusters = kmeans(index.embeddings, len(classes), seed=seed)
     results["nmi"] = normalized_mutual_information(labels, clusters)
+    clock.lap("nmi clustering")
     if backend == "scann":
         results[f"scann_recall@{max(ks)}"] = index.recall_against_exact(
             index.embeddings[queries], max(ks), queries, check_queries, seed)
+        clock.lap("scann check")
     return results
 
 
-def evaluate_embeddings(all_embeddings, labels, evaluate_config, log=print):
+class _Laps:
+    """Adds the seconds since the last lap to `seconds[name]` (nothing if it is None)."""
+
+    def __init__(self, seconds):
+        self.seconds, self.last = seconds, time.perf_counter()
+
+    def lap(self, name):
+        now = time.perf_counter()
+        if self.seconds is not None:
+            self.seconds[name] = self.seconds.get(name, 0.0) + now - self.last
+        self.last = now
+
+
+def evaluate_embeddings(all_embeddings, labels, evaluate_config, log=print, seconds=None):
     """`retrieval_metrics` of each network's embeddings, one logged line per network.
 
     Args:
@@ -152,6 +191,8 @@ def evaluate_embeddings(all_embeddings, labels, evaluate_config, log=print):
         labels: int array of shape `(N,)`.
         evaluate_config: `dmml_tf.config.EvaluateConfig`.
         log: callable taking one str. Defaults to `print`.
+        seconds: dict or None. As in `retrieval_metrics`, summed over networks.
+            Defaults to `None`.
 
     Returns:
         dict `{name: {metric: value}}`, in the order of `all_embeddings`.
@@ -160,7 +201,7 @@ def evaluate_embeddings(all_embeddings, labels, evaluate_config, log=print):
     for name, embeddings in all_embeddings.items():
         results[name] = retrieval_metrics(
             embeddings, labels, evaluate_config.recall_at, evaluate_config.backend,
-            evaluate_config.exact_below, evaluate_config.scann_check_queries)
+            evaluate_config.exact_below, evaluate_config.scann_check_queries, seconds=seconds)
         log(f"      {name:<28}" + "  ".join(f"{k} {v:.4f}" for k, v in results[name].items()))
     return results
 
