@@ -7,6 +7,7 @@ import pytest
 BENCHMARKS = sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", BENCHMARKS, ids=lambda path: path.stem)
 def test_benchmark_starts_from_any_directory(script, tmp_path):
     # `python benchmarks/x.py` puts benchmarks/, not the project, on sys.path: dmml_tf must

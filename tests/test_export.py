@@ -63,6 +63,7 @@ def version_dirs(export_dir):
     return sorted(path.name for path in export_dir.iterdir())
 
 
+@pytest.mark.slow
 def test_fresh_process_serves_the_inference_embeddings(embedder, images, tmp_path):
     path = export_embedder(embedder, tmp_path / "embedder", IMAGE_SIZE)
     np.save(tmp_path / "images.npy", images)

@@ -35,6 +35,7 @@ def test_smoke_run_trains_evaluates_and_exports(tmp_path):
     assert "member0_relational" in result.stdout and "shadow_ensemble" in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -42,11 +43,14 @@ def test_smoke_run_trains_evaluates_and_exports(tmp_path):
         (["--set", "cohort.members=two"], "Config key `cohort.members` expects int"),
         (["--dataset", "imagenette"], "Config key `data.dataset` supports: emoji_styles"),
         (["--set", "views.policy=[{RandomSpin: {}}]"], "Unknown augmentation"),
+        (["--set", "export.gallery_network=member7"], "`export.gallery_network` supports"),
     ],
-    ids=["unknown_key", "wrong_type", "unknown_dataset", "unknown_augmentation"],
+    ids=["unknown_key", "wrong_type", "unknown_dataset", "unknown_augmentation",
+         "unknown_gallery_network"],
 )
 def test_bad_input_gives_one_clear_error_and_exit_code_2(tmp_path, args, message):
     result = run_main(*args, cwd=tmp_path)
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()  # stopped before any work

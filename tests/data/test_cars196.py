@@ -71,6 +71,7 @@ def test_tfds_rejects_archives_that_are_not_the_published_ones(archives, tmp_pat
         load_dataset(DataConfig(dataset="cars196", data_dir=str(tmp_path)), seed=0, log=layouts.quiet)
 
 
+@pytest.mark.slow
 def test_main_without_the_data_exits_with_the_files_to_obtain(tmp_path):
     env = {**os.environ, "DMML_DATA_DIR": str(tmp_path / "data")}
     result = subprocess.run([sys.executable, str(ROOT / "main.py"), "--dataset", "cars196"],

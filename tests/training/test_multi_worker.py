@@ -80,6 +80,7 @@ print(json.dumps(gathered))
 """
 
 
+@pytest.mark.slow
 def test_local_replicas_take_their_slices_in_order():
     """Two replicas on one worker (2 logical CPUs): the all-gather of their elements is the
     global batch, so elements reach local replicas in turn, as `worker_slices` assumes."""
@@ -150,6 +151,7 @@ def test_strategy_key_is_checked():
         load_config(None, ["train.strategy=parameter_server"])
 
 
+@pytest.mark.slow
 def test_multi_worker_without_tf_config_says_what_to_set(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
     result = subprocess.run([sys.executable, str(ROOT / "main.py"), "--strategy", "multi_worker"],
