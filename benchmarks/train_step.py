@@ -15,16 +15,26 @@ speed), three cohorts under MirroredStrategy as `main.py` does:
 - DM2 without views (`views.policy=[]`), with `train.jit_compile` off and on: XLA has no
   kernel for the views' crop (CropAndResize), so a step with views does not compile.
 
+- DM2 under each `train.precision` (`mixed_bfloat16`, `mixed_float16`).
+
 It then runs them in turns, `--steps` steps each per round, on one fixed batch already in
 memory, and reports the median step time of each, then times the parts of a DM2 step that
 single-member steps do not have. The DM2 goal is at most 1.20 times two single-member
 steps: the extra work is one view and one inference forward per shadow and the small
 relational loss terms.
+
+Last, `--fit-steps` steps of `fit` as `python main.py` runs it (`dmml_tf.run`: the real
+class-balanced pipeline and every callback; evaluation off), once without callbacks and
+once with them, against the benchmark's DM2 step, measured in this run: step time is the
+mean wall time between consecutive step ends, so input waits, checkpoints and logging
+count. Prints `fit step / benchmark step: R` (goal: at most 1.1) and where the difference
+goes.
 """
 
 import argparse
 import os
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,6 +45,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from dmml_tf.config import load_config  # noqa: E402
+from dmml_tf.run import (build_data, retrieval_evaluation, training_batches,  # noqa: E402
+                         training_callbacks)
 from dmml_tf.training.cohort import build_cohort  # noqa: E402
 
 
@@ -51,6 +63,43 @@ class StepTimes(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if batch > 0:
             self.times.append(time.perf_counter() - self.started)
+
+
+class StepCycles(keras.callbacks.Callback):
+    """Wall time between consecutive step ends: the step, its input and every callback."""
+
+    def __init__(self):
+        super().__init__()
+        self.ends = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.ends.append(time.perf_counter())
+
+    def mean(self, skip=2):
+        """Mean cycle after the first `skip` steps (tracing)."""
+        return statistics.mean(np.diff(self.ends[skip:]))
+
+
+def fit_cycles(args, strategy, fixed_batches):
+    """Mean step cycle of the benchmark's DM2 step on a fixed batch, of `fit` on the real
+    pipeline without callbacks, and of `fit` as a run makes it."""
+    config = load_config(args.config, ["model.weights=null", "evaluate.every_epochs=0",
+                                       *args.overrides])
+    splits = build_data(config)
+    with strategy.scope():
+        model = build_cohort(config, steps_per_epoch=100)
+    pipeline = training_batches(config, splits, strategy)
+    cycles = {}
+    with tempfile.TemporaryDirectory() as run_directory:
+        callbacks = training_callbacks(config, Path(run_directory),
+                                       retrieval_evaluation(config, splits, Path(run_directory)))
+        for name, batches, extra in (("benchmark", fixed_batches, []), ("pipeline", pipeline, []),
+                                     ("fit", pipeline, callbacks)):
+            timer = StepCycles()
+            model.fit(batches, epochs=1, steps_per_epoch=args.fit_steps + 2, shuffle=False,
+                      verbose=0, callbacks=[*extra, timer])
+            cycles[name] = timer.mean()
+    return cycles
 
 
 def build(args, strategy, *overrides):
@@ -116,6 +165,8 @@ def main(argv=None):
                         metavar="SECTION.KEY=VALUE")
     parser.add_argument("--steps", type=int, default=6, help="steps per model and round")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of turns")
+    parser.add_argument("--fit-steps", type=int, default=60,
+                        help="steps of each fit on the real pipeline (0: skip)")
     args = parser.parse_args(argv)
 
     config = load_config(args.config, ["model.weights=null", *args.overrides])
@@ -137,7 +188,11 @@ def main(argv=None):
                            "no_views_jit": build(args, strategy, "views.policy=[]",
                                                  "train.jit_compile=true")},
                           batches, steps=2, rounds=2)
+    step |= time_in_turns({precision: build(args, strategy, f"train.precision={precision}")
+                           for precision in ("mixed_bfloat16", "mixed_float16")},
+                          batches, steps=2, rounds=2)
     parts = dm2_parts(dm2, strategy, images, labels)
+    cycles = fit_cycles(args, strategy, batches) if args.fit_steps else None
 
     members = config.cohort.members
     backbones = ", ".join(config.model.backbone_of(m) for m in range(members))
@@ -154,6 +209,18 @@ def main(argv=None):
     print(f"where DM2's extra {step['dm2'] - members * step['single']:.3f} s goes:")
     for label, seconds in parts.items():
         print(f"  {label:<34} {seconds:7.3f} s")
+    print("DM2 step per train.precision (float32 is the default):")
+    for precision in ("mixed_bfloat16", "mixed_float16"):
+        print(f"  {precision:<16} {step[precision]:7.3f} s/step  "
+              f"{step[precision] / step['dm2']:.2f} x float32")
+    if cycles:
+        print(f"fit step / benchmark step: {cycles['fit'] / cycles['benchmark']:.2f} (goal <= 1.1; "
+              f"mean cycles over {args.fit_steps} steps: benchmark {cycles['benchmark']:.3f} s, "
+              f"real pipeline {cycles['pipeline']:.3f} s, with the run's callbacks "
+              f"{cycles['fit']:.3f} s)")
+        print(f"  input pipeline   {cycles['pipeline'] - cycles['benchmark']:+.3f} s/step")
+        print(f"  callbacks        {cycles['fit'] - cycles['pipeline']:+.3f} s/step "
+              "(checkpoints, TensorBoard, CSV, guards)")
 
 
 if __name__ == "__main__":

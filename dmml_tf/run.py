@@ -53,21 +53,37 @@ def fit_cohort(config, splits, run_directory, strategy):
     Returns:
         The trained `DM2Model` and its `RetrievalEvaluation` callback.
     """
-    data_config = config.data
     backbones = ", ".join(config.model.backbone_of(m) for m in range(config.cohort.members))
     print(f"[2/4] training a cohort of {config.cohort.members} members ({backbones})")
-    steps = steps_per_epoch(splits.train_labels, data_config.classes_per_batch,
-                            data_config.images_per_class)
-    if config.train.max_steps_per_epoch:
-        steps = min(steps, config.train.max_steps_per_epoch)
+    steps = training_steps_per_epoch(config, splits)
     with strategy.scope():
         model = build_cohort(config, steps)
-    dataset = distribute_batches(  # each worker gets its slice of every global batch
-        strategy, lambda: splits.training_dataset(config.seed, strategy.num_replicas_in_sync),
-        data_config.classes_per_batch * data_config.images_per_class)
-    backup = run_directory / "backup"  # a killed run resumes from here
     evaluation = retrieval_evaluation(config, splits, run_directory)
-    callbacks = [
+    # A progress bar within each epoch on a terminal; one line per epoch in logs and CI.
+    model.fit(training_batches(config, splits, strategy), epochs=config.train.epochs,
+              steps_per_epoch=steps, callbacks=training_callbacks(config, run_directory, evaluation),
+              shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
+    return model, evaluation
+
+
+def training_steps_per_epoch(config, splits):
+    """Steps of one epoch: every training image once, or `train.max_steps_per_epoch`."""
+    steps = steps_per_epoch(splits.train_labels, config.data.classes_per_batch,
+                            config.data.images_per_class)
+    return min(steps, config.train.max_steps_per_epoch or steps)
+
+
+def training_batches(config, splits, strategy):
+    """The class-balanced training batches; each worker gets its slice of every one."""
+    return distribute_batches(
+        strategy, lambda: splits.training_dataset(config.seed, strategy.num_replicas_in_sync),
+        config.data.classes_per_batch * config.data.images_per_class)
+
+
+def training_callbacks(config, run_directory, evaluation):
+    """The callbacks of a run's `fit`, in the order they must run."""
+    backup = run_directory / "backup"  # a killed run resumes from here
+    return [
         NonFiniteLossGuard(backup),  # first, so a diverged step is never saved
         evaluation,  # before the loggers of its metrics
         ResumableCheckpoint(backup, config.train.checkpoint_every_steps),
@@ -77,10 +93,6 @@ def fit_cohort(config, splits, run_directory, strategy):
         keras.callbacks.ModelCheckpoint(str(run_directory / "dm2.weights.h5"), save_weights_only=True),
         keras.callbacks.CSVLogger(str(run_directory / "history.csv"), append=backup.exists()),
     ]
-    # A progress bar within each epoch on a terminal; one line per epoch in logs and CI.
-    model.fit(dataset, epochs=config.train.epochs, steps_per_epoch=steps, callbacks=callbacks,
-              shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
-    return model, evaluation
 
 
 def retrieval_evaluation(config, splits, run_directory):
