@@ -79,8 +79,9 @@ def test_evaluation_every_two_epochs_fills_logs_history_and_best(data):
 
 def test_an_unknown_monitor_is_a_config_error(data):
     dataset, test_images, test_labels = data
-    evaluation = RetrievalEvaluation(test_images, test_labels, monitor="ensemble/recall@3",
-                                     recall_at=(1, 2), log=lambda line: None)
+    evaluation = RetrievalEvaluation(test_images, test_labels, every_epochs=1,
+                                     monitor="ensemble/recall@3", recall_at=(1, 2),
+                                     log=lambda line: None)
     with pytest.raises(ConfigError, match="Received: monitor='ensemble/recall@3'"):
         make_model().fit(dataset, epochs=1, steps_per_epoch=1, callbacks=[evaluation],
                          verbose=0)

@@ -113,7 +113,8 @@ def test_tensorboard_gets_every_term_both_learning_rates_and_metrics_with_contin
     batches = tf.data.Dataset.from_tensors((images[:16], labels[:16])).repeat()
 
     def fit(initial_epoch, epochs):  # a new set of callbacks, as a restarted run makes
-        callbacks = [RetrievalEvaluation(images, labels, backend="exact", recall_at=(1,)),
+        callbacks = [RetrievalEvaluation(images, labels, every_epochs=1, backend="exact",
+                                         recall_at=(1,)),
                      LearningRateLogger(), StepTensorBoard(str(tmp_path), update_freq=1)]
         model.fit(batches, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=3,
                   shuffle=False, verbose=0, callbacks=callbacks)
