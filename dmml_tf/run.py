@@ -141,7 +141,11 @@ def evaluate(config, model, splits, run_directory, evaluation=None, seconds=None
                                                                  seconds),
                **results}
     table = results_table(results)
-    (run_directory / "metrics.json").write_text(json.dumps(results, indent=2))
+    metrics_path = run_directory / "metrics.json"
+    # Evaluating a finished run again keeps what its training recorded.
+    trained = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    kept = {key: trained[key] for key in ("training_steps", "seconds") if key in trained}
+    metrics_path.write_text(json.dumps({**results, **kept}, indent=2))
     (run_directory / "results.txt").write_text(table + "\n")
     return table, embeddings
 
