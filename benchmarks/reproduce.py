@@ -50,7 +50,7 @@ CANDIDATES = {
 }
 # Test: DESIGN's ablations; peers teach through model diversity, shadows through temporal.
 ABLATIONS = {
-    "dm2 without model diversity": ["cohort.model_diversity=false", "cohort.teachers=shadows"],
+    "dm2 without model diversity": ["cohort.own_seeds=false", "cohort.teachers=shadows"],
     "dm2 without temporal diversity": ["cohort.teachers=peers"],
     "dm2 without view diversity": ["cohort.view_diversity=false"],
 }

@@ -121,9 +121,11 @@ class ModelConfig:
 @dataclasses.dataclass(frozen=True)
 class CohortConfig:
     members: int = 2
-    # Members get their own seeds (heads and randomly initialised backbones).
-    model_diversity: bool = True
-    # Who teaches each member: peers (model diversity), shadows (temporal diversity), both.
+    # Members get their own seeds (heads and randomly initialised backbones); off, all
+    # start alike. Model diversity is own seeds with the peers as teachers.
+    own_seeds: bool = True
+    # Who teaches each member: its peers (model diversity), every member's shadow
+    # (temporal diversity), or both.
     teachers: str = "both"
     view_diversity: bool = True
     # false: lambda = 0, the members train independently (the baseline).
@@ -319,6 +321,7 @@ def _check_value(key, value, annotation):
 # warning that names the new one.
 RENAMED_KEYS = {
     "cohort.ema_every": ("cohort.ema_every_steps", lambda every: every),
+    "cohort.model_diversity": ("cohort.own_seeds", lambda own: own),
     "cohort.ema_warmup": ("cohort.ema_warmup_steps",
                           lambda on: CohortConfig.ema_warmup_steps if on else 0),
 }

@@ -68,7 +68,8 @@ def test_monitor_and_gallery_follow_the_number_of_members():
     ("ema_every", 3, "ema_every_steps", 3),
     ("ema_warmup", False, "ema_warmup_steps", 0),
     ("ema_warmup", True, "ema_warmup_steps", CohortConfig.ema_warmup_steps),
-], ids=["every", "warmup_off", "warmup_on"])
+    ("model_diversity", False, "own_seeds", False),
+], ids=["every", "warmup_off", "warmup_on", "model_diversity"])
 def test_old_keys_load_with_a_deprecation_warning(old, value, new, expected):
     with pytest.warns(FutureWarning, match=f"`cohort.{old}` is deprecated: use `cohort.{new}`"):
         config = load_config(None, [f"cohort.{old}={value}"])

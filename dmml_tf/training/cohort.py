@@ -26,7 +26,7 @@ def dtype_policy(name):
 
 def build_members(config):
     """One embedder per member, each with its own backbone in a heterogeneous cohort.
-    With model diversity each member's head gets its own seed. The backbones compute in
+    With `cohort.own_seeds` each member's head gets its own seed. The backbones compute in
     `train.precision`."""
     with dtype_policy(config.train.precision):
         return [build_member(config, m) for m in range(config.cohort.members)]
@@ -34,7 +34,7 @@ def build_members(config):
 
 def build_member(config, m):
     """Member m's embedder."""
-    seed = config.seed + m if config.cohort.model_diversity else config.seed
+    seed = config.seed + m if config.cohort.own_seeds else config.seed
     backbone = build_backbone(config.model.backbone_of(m), config.model.weights_of(m),
                               config.data.image_size, f"backbone{m}", seed)
     return build_embedder(backbone, config.model.embedding_dim, seed,

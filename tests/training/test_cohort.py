@@ -62,8 +62,8 @@ def batchnorm_statistics(network):
 
 
 @pytest.mark.parametrize("diversity", [True, False], ids=["own_seeds", "one_seed"])
-def test_model_diversity_gives_members_their_own_or_identical_starts(diversity):
-    model = tiny_cohort(f"cohort.model_diversity={str(diversity).lower()}")
+def test_own_seeds_give_members_their_own_or_identical_starts(diversity):
+    model = tiny_cohort(f"cohort.own_seeds={str(diversity).lower()}")
     first, second = (m.get_weights() for m in model.members)
     identical = all(np.array_equal(a, b) for a, b in zip(first, second))
     assert identical != diversity
