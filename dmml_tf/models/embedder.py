@@ -49,12 +49,14 @@ def build_embedder(backbone, embedding_dim, seed, freeze_batchnorm=True, name="m
     inputs = keras.Input(backbone.input_shape[1:])
     features = InferenceMode(backbone, name="frozen_batchnorm")(inputs) if freeze_batchnorm else backbone(inputs)
     pooled = keras.layers.GlobalAveragePooling2D()(features)
-    # The head and the normalisation compute in float32 under a mixed-precision policy.
+    # Under a mixed-precision policy the head and the normalisation compute in float32;
+    # otherwise they follow the policy (float32, or float64 in exactness tests).
+    dtype = "float32" if keras.config.dtype_policy().name.startswith("mixed") else None
     projected = keras.layers.Dense(
         embedding_dim, kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
-        dtype="float32", name="head"
+        dtype=dtype, name="head"
     )(pooled)
-    embeddings = keras.layers.UnitNormalization(dtype="float32", name="unit")(projected)
+    embeddings = keras.layers.UnitNormalization(dtype=dtype, name="unit")(projected)
     return keras.Model(inputs, embeddings, name=name)
 
 
