@@ -145,11 +145,11 @@ def validation(args):
 
 def wall_time_steps(dm2_runs, independent_runs):
     """Training steps that give independent training DM2's training wall time."""
-    seconds_per_step = [r["seconds"]["training"] / r["training_steps"]
-                        for r in (*dm2_runs, *independent_runs)]
-    dm2 = statistics.mean(s for s in seconds_per_step[:len(dm2_runs)])
-    alone = statistics.mean(s for s in seconds_per_step[len(dm2_runs):])
-    return round(dm2_runs[0]["training_steps"] * dm2 / alone)
+    def seconds_per_step(runs):
+        return statistics.mean(r["seconds"]["training"] / r["training_steps"] for r in runs)
+
+    return round(dm2_runs[0]["training_steps"] * seconds_per_step(dm2_runs)
+                 / seconds_per_step(independent_runs))
 
 
 def test(args):
