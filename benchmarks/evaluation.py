@@ -18,13 +18,12 @@ have. Each backend is measured in its own process, so the peaks do not mix.
 """
 
 import argparse
-import os
 import resource
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import dmml_tf  # noqa: E402,F401  first: it quiets TensorFlow's GPU probe without a GPU
 
 import numpy as np  # noqa: E402
 

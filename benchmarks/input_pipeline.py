@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import dmml_tf  # noqa: E402,F401  first: it quiets TensorFlow's GPU probe without a GPU
 
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402

@@ -11,10 +11,9 @@ same image, how often both or exactly one of them is right, and the ensemble's R
 """
 
 import argparse
-import os
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import dmml_tf  # noqa: E402,F401  first: it quiets TensorFlow's GPU probe without a GPU
 
 import numpy as np  # noqa: E402
 

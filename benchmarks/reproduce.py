@@ -1,6 +1,7 @@
 """Does DM2 beat independent training? Paired by seed, with 95 % t-intervals.
 
-Every arm runs `main.py` on `emoji_styles` once per seed; the same seed draws the same
+Every arm is one run of `dmml_tf.run.train` (what `main.py` runs), in this process, on
+`emoji_styles` once per seed; the same seed draws the same
 class split for every arm, so each arm is compared with independent training seed by
 seed, and the mean paired difference is reported with its 95 % t-interval.
 
@@ -22,7 +23,6 @@ import csv
 import json
 import math
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,6 +30,13 @@ from pathlib import Path
 from scipy import stats
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's dmml_tf, also when run from a git worktree
+import dmml_tf  # noqa: E402,F401  first: it quiets TensorFlow's GPU probe without a GPU
+import keras  # noqa: E402
+
+from dmml_tf.cli import parse_args, resolve_config  # noqa: E402
+from dmml_tf.run import train  # noqa: E402
+
 BASELINE = "independent"
 INDEPENDENT = ["cohort.mutual=false"]
 # Validation candidates, each on top of configs/emoji_styles.yaml (rkd, lambda = 10,
@@ -59,7 +66,8 @@ METRICS = ("recall@1", "map@r")
 
 
 def run_arm(arm, overrides, seed, args):
-    """One training run of `main.py`; its metrics.json (read back if it finished before)."""
+    """One training run, as `main.py` makes it; its metrics.json (read back if it finished
+    before)."""
     slug = "".join(c if c.isalnum() or c in "=.-" else "_" for c in arm)
     run_directory = args.work / args.split / slug / f"seed{seed}"
     metrics = run_directory / args.dataset / "metrics.json"
@@ -67,11 +75,13 @@ def run_arm(arm, overrides, seed, args):
         settings = [f"seed={seed}", f"train.epochs={args.epochs}", f"run_directory={run_directory}",
                     "export.enabled=false", "evaluate.every_epochs=0", f"data.split={args.split}",
                     *args.overrides, *overrides]
-        command = [sys.executable, str(ROOT / "main.py"), "--dataset", args.dataset]
-        command += [item for setting in settings for item in ("--set", setting)]
+        command = ["--dataset", args.dataset, *(i for s in settings for i in ("--set", s))]
+        config = ROOT / "configs" / f"{args.dataset}.yaml"  # this checkout's, whatever the cwd
+        command += ["--config", str(config)] if config.is_file() else []
         print(f"-- {arm}, seed {seed}", flush=True)
         started = time.time()
-        subprocess.run(command, check=True, cwd=ROOT)
+        train(resolve_config(parse_args(command)))
+        keras.backend.clear_session()  # the next run builds its cohort in a fresh graph
         print(f"   {time.time() - started:.0f} s", flush=True)
     run = json.loads(metrics.read_text())
     run["gradient_ratio"] = last_gradient_ratio(run_directory / args.dataset / "history.csv")

@@ -20,7 +20,7 @@ import os
 import resource
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import dmml_tf  # noqa: E402,F401  first: it quiets TensorFlow's GPU probe without a GPU
 
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402

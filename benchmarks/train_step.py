@@ -15,7 +15,10 @@ speed), three cohorts under MirroredStrategy as `main.py` does:
 - DM2 without views (`views.policy=[]`), with `train.jit_compile` off and on: XLA has no
   kernel for the views' crop (CropAndResize), so a step with views does not compile.
 
-- DM2 under each `train.precision` (`mixed_bfloat16`, `mixed_float16`).
+- DM2 under each `train.precision` (`mixed_bfloat16`, `mixed_float16`); and, with the
+  config's weights, a short run of `--precision-steps` steps of `fit` per precision from
+  the same seed, then the ensemble's Recall@1 on the test split: a precision that is
+  faster must not be worse.
 
 It then runs them in turns, `--steps` steps each per round, on one fixed batch already in
 memory, and reports the median step time of each, then times the parts of a DM2 step that
@@ -38,13 +41,13 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import dmml_tf  # noqa: E402,F401  first: it quiets TensorFlow's GPU probe without a GPU
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from dmml_tf.config import load_config  # noqa: E402
+from dmml_tf.config import PRECISIONS, load_config  # noqa: E402
 from dmml_tf.run import (build_data, retrieval_evaluation, training_batches,  # noqa: E402
                          training_callbacks)
 from dmml_tf.training.cohort import build_cohort  # noqa: E402
@@ -80,12 +83,11 @@ class StepCycles(keras.callbacks.Callback):
         return statistics.mean(np.diff(self.ends[skip:]))
 
 
-def fit_cycles(args, strategy, fixed_batches):
+def fit_cycles(args, strategy, splits, fixed_batches):
     """Mean step cycle of the benchmark's DM2 step on a fixed batch, of `fit` on the real
     pipeline without callbacks, and of `fit` as a run makes it."""
     config = load_config(args.config, ["model.weights=null", "evaluate.every_epochs=0",
                                        *args.overrides])
-    splits = build_data(config)
     with strategy.scope():
         model = build_cohort(config, steps_per_epoch=100)
     pipeline = training_batches(config, splits, strategy)
@@ -100,6 +102,24 @@ def fit_cycles(args, strategy, fixed_batches):
                       verbose=0, callbacks=[*extra, timer])
             cycles[name] = timer.mean()
     return cycles
+
+
+def precision_recalls(args, strategy, splits):
+    """The ensemble's test Recall@1 after `--precision-steps` steps of `fit` per precision,
+    each from the same seed and the config's (pretrained) weights."""
+    recalls = {}
+    with tempfile.TemporaryDirectory() as run_directory:
+        for precision in PRECISIONS:
+            config = load_config(args.config, [*args.overrides, f"train.precision={precision}"])
+            keras.utils.set_random_seed(config.seed)
+            with strategy.scope():
+                model = build_cohort(config, steps_per_epoch=args.precision_steps)
+            model.fit(training_batches(config, splits, strategy), epochs=1, verbose=0,
+                      steps_per_epoch=args.precision_steps, shuffle=False)
+            evaluation = retrieval_evaluation(config, splits, Path(run_directory))
+            evaluation.set_model(model)
+            recalls[precision] = evaluation.evaluate()["ensemble"]["recall@1"]
+    return recalls
 
 
 def build(args, strategy, *overrides):
@@ -167,6 +187,8 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=5, help="rounds of turns")
     parser.add_argument("--fit-steps", type=int, default=60,
                         help="steps of each fit on the real pipeline (0: skip)")
+    parser.add_argument("--precision-steps", type=int, default=50,
+                        help="steps of the short run per precision before its Recall@1 (0: skip)")
     args = parser.parse_args(argv)
 
     config = load_config(args.config, ["model.weights=null", *args.overrides])
@@ -192,7 +214,9 @@ def main(argv=None):
                            for precision in ("mixed_bfloat16", "mixed_float16")},
                           batches, steps=2, rounds=2)
     parts = dm2_parts(dm2, strategy, images, labels)
-    cycles = fit_cycles(args, strategy, batches) if args.fit_steps else None
+    splits = build_data(config) if args.fit_steps or args.precision_steps else None
+    cycles = fit_cycles(args, strategy, splits, batches) if args.fit_steps else None
+    recalls = precision_recalls(args, strategy, splits) if args.precision_steps else {}
 
     members = config.cohort.members
     backbones = ", ".join(config.model.backbone_of(m) for m in range(members))
@@ -209,10 +233,13 @@ def main(argv=None):
     print(f"where DM2's extra {step['dm2'] - members * step['single']:.3f} s goes:")
     for label, seconds in parts.items():
         print(f"  {label:<34} {seconds:7.3f} s")
-    print("DM2 step per train.precision (float32 is the default):")
-    for precision in ("mixed_bfloat16", "mixed_float16"):
+    step["float32"] = step["dm2"]
+    print("DM2 step per train.precision (float32 is the default)"
+          + (f"; ensemble Recall@1 after {args.precision_steps} steps of fit:" if recalls else ":"))
+    for precision in PRECISIONS:
+        recall = f"  Recall@1 {recalls[precision]:.4f}" if recalls else ""
         print(f"  {precision:<16} {step[precision]:7.3f} s/step  "
-              f"{step[precision] / step['dm2']:.2f} x float32")
+              f"{step[precision] / step['float32']:.2f} x float32{recall}")
     if cycles:
         print(f"fit step / benchmark step: {cycles['fit'] / cycles['benchmark']:.2f} (goal <= 1.1; "
               f"mean cycles over {args.fit_steps} steps: benchmark {cycles['benchmark']:.3f} s, "

@@ -47,23 +47,27 @@ def build_data(config):
     return splits
 
 
-def fit_cohort(config, splits, run_directory, strategy):
-    """Build the cohort in `strategy`'s scope and `fit` it; resumes from a checkpoint.
-
-    Returns:
-        The trained `DM2Model` and its `RetrievalEvaluation` callback.
-    """
+def build_model(config, splits, strategy):
+    """The cohort (`DM2Model`), built in `strategy`'s scope."""
     backbones = ", ".join(config.model.backbone_of(m) for m in range(config.cohort.members))
     print(f"[2/4] training a cohort of {config.cohort.members} members ({backbones})")
-    steps = training_steps_per_epoch(config, splits)
     with strategy.scope():
-        model = build_cohort(config, steps)
+        return build_cohort(config, training_steps_per_epoch(config, splits))
+
+
+def fit_cohort(config, model, splits, run_directory, strategy):
+    """`fit`s the cohort; resumes from a checkpoint.
+
+    Returns:
+        The `RetrievalEvaluation` callback (its `seconds`: the evaluations during `fit`).
+    """
     evaluation = retrieval_evaluation(config, splits, run_directory)
     # A progress bar within each epoch on a terminal; one line per epoch in logs and CI.
     model.fit(training_batches(config, splits, strategy), epochs=config.train.epochs,
-              steps_per_epoch=steps, callbacks=training_callbacks(config, run_directory, evaluation),
+              steps_per_epoch=training_steps_per_epoch(config, splits),
+              callbacks=training_callbacks(config, run_directory, evaluation),
               shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
-    return model, evaluation
+    return evaluation
 
 
 def training_steps_per_epoch(config, splits):
@@ -275,15 +279,19 @@ def train(config):
         seconds = {}  # wall time per phase, kept in metrics.json
         clock = time.time()
 
-        def lap(phase):
+        def lap(phase, elapsed=None):
             nonlocal clock
-            seconds[phase] = round(time.time() - clock, 1)
+            elapsed = time.time() - clock if elapsed is None else elapsed
+            seconds[phase] = round(seconds.get(phase, 0.0) + elapsed, 1)
             clock = time.time()
 
         splits = build_data(config)
         lap("data")
-        model, evaluation = fit_cohort(config, splits, run_directory, strategy)
-        lap("training")
+        model = build_model(config, splits, strategy)
+        lap("build")
+        evaluation = fit_cohort(config, model, splits, run_directory, strategy)
+        lap("training", time.time() - clock - evaluation.seconds)
+        lap("evaluation", evaluation.seconds)  # during fit; the final one adds to it
         table, embeddings = evaluate(config, model, splits, run_directory, evaluation)
         lap("evaluation")
         pictures(config, splits, run_directory, embeddings)

@@ -214,6 +214,7 @@ def saved_model_cli(*args):
                           timeout=300)
 
 
+@pytest.mark.slow
 def test_saved_model_cli_lists_and_runs_both_signatures(exported, embedder, tmp_path):
     path, _ = exported
     shown = saved_model_cli("show", "--dir", path, "--all")

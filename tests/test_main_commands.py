@@ -1,4 +1,6 @@
-"""`python main.py evaluate | export | search` on a finished smoke run, as a user runs them."""
+"""End to end, as a user runs it: `python main.py --smoke` in a subprocess (the one real
+run of the suite: the default pretrained MobileNetV2 members on emoji_styles), then
+`evaluate | export | search` on the finished run."""
 
 import json
 import subprocess
@@ -23,6 +25,7 @@ def finished_run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("commands")
     trained = run_main("--smoke", cwd=cwd)
     assert trained.returncode == 0, trained.stderr[-3000:]
+    (cwd / "stdout.txt").write_text(trained.stdout)
     return cwd
 
 
@@ -31,10 +34,18 @@ def test_training_writes_metrics_history_pictures_exports_and_index(finished_run
     run_directory = finished_run / "runs/emoji_styles"
     metrics = json.loads((run_directory / "metrics.json").read_text())
     assert list(metrics) == ["pretrained (not fine-tuned)", *NETWORKS, "training_steps", "seconds"]
+    assert metrics["training_steps"] == 2
+    assert list(metrics["seconds"]) == ["data", "build", "training", "evaluation", "pictures",
+                                        "export"]
     for values in (metrics[name] for name in ["pretrained (not fine-tuned)", *NETWORKS]):
         assert list(values) == ["recall@1", "recall@2", "map@r", "r_precision", "nmi",
                                 "scann_recall@2"]
+        assert 0.0 < values["recall@1"] <= values["recall@2"] <= 1.0
         assert values["scann_recall@2"] == 1.0  # 84 test images: scored exactly
+    stdout = (finished_run / "stdout.txt").read_text()
+    assert "member0_relational" in stdout and "shadow_ensemble" in stdout
+    assert "wall time: data" in stdout
+    assert (run_directory / "dm2.weights.h5").is_file()
     history = json.loads((run_directory / "evaluation_history.json").read_text())
     assert [entry["epoch"] for entry in history] == [1]
     # The evaluation after the last epoch is the final one, without the baseline.
@@ -42,8 +53,9 @@ def test_training_writes_metrics_history_pictures_exports_and_index(finished_run
         assert history[0]["results"][network] == pytest.approx(metrics[network], abs=1e-6)
     for picture in ("retrieval_grid.png", "recall_per_epoch.png"):
         assert Image.open(run_directory / picture).format == "PNG"
-    for network in [*NETWORKS, "gallery"]:
-        assert (finished_run / f"saved_models/emoji_styles/{network}/1").is_dir()
+    for network in NETWORKS:
+        assert (finished_run / f"saved_models/emoji_styles/{network}/1/saved_model.pb").is_file()
+    assert (finished_run / "saved_models/emoji_styles/gallery/1").is_dir()
 
 
 @pytest.mark.slow

@@ -70,6 +70,7 @@ class RetrievalEvaluation(keras.callbacks.Callback):
             `embeddings` (`{network: array}`) and `results`.
         best: float or `None`. Best value of `monitor` so far.
         best_epoch: int or `None`. The epoch (counted from 1) that reached it.
+        seconds: float. Wall time of this run's evaluations at epoch ends.
 
     Example:
 
@@ -104,6 +105,7 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         self.best = None
         self.best_epoch = None
         self.last = None
+        self.seconds = 0.0
 
     def evaluate(self):
         """Metrics of every network of the model now: `{network: {metric: value}}`. The
@@ -137,7 +139,9 @@ class RetrievalEvaluation(keras.callbacks.Callback):
             self.best, self.best_epoch = value, epoch + 1
         recall_1 = "  ".join(f"{network} {metrics['recall@1']:.4f}"
                              for network, metrics in results.items() if "recall@1" in metrics)
-        self.log(f"      epoch {epoch + 1} evaluation ({time.perf_counter() - started:.0f} s): "
+        elapsed = time.perf_counter() - started
+        self.seconds += elapsed
+        self.log(f"      epoch {epoch + 1} evaluation ({elapsed:.0f} s): "
                  f"Recall@1 {recall_1}; {self.monitor} {value:.4f}, best {self.best:.4f} at "
                  f"epoch {self.best_epoch}")
 

@@ -163,7 +163,8 @@ def test_fit_logs_every_term_and_trains(batch):
     np.testing.assert_allclose(np.linalg.norm(ensemble, axis=1), 1.0, rtol=1e-5)
 
 
-@pytest.mark.parametrize("members", [1, 4], ids=["M1", "M4"])
+@pytest.mark.parametrize("members", [1, pytest.param(4, marks=pytest.mark.slow)],
+                         ids=["M1", "M4"])  # four members trace four times: full suite only
 def test_cohorts_of_one_to_four_members_train(batch, members):
     images, labels = batch
     model = make_model(members=members, relational_weight=10.0)
