@@ -41,6 +41,22 @@ def test_lloyd_matches_naive_loop(iterations):
                                   naive_lloyd(points, start, iterations))
 
 
+def naive_kmeans_plus_plus(points, num_clusters, rng):
+    """k-means++ by its definition: squared distances to the nearest chosen point."""
+    chosen = [int(rng.integers(len(points)))]
+    for _ in range(1, num_clusters):
+        nearest = np.array([min(float(np.sum((p - points[c]) ** 2)) for c in chosen)
+                            for p in points])
+        chosen.append(int(rng.choice(len(points), p=nearest / nearest.sum())))
+    return points[chosen]
+
+
+def test_kmeans_plus_plus_matches_naive_loop():
+    points = np.random.default_rng(3).normal(size=(40, 5)).astype(np.float32)
+    np.testing.assert_array_equal(kmeans_plus_plus(points, 8, np.random.default_rng(5)),
+                                  naive_kmeans_plus_plus(points, 8, np.random.default_rng(5)))
+
+
 def test_kmeans_plus_plus_picks_distinct_points():
     points = np.random.default_rng(0).normal(size=(30, 2)).astype(np.float32)
     centroids = kmeans_plus_plus(points, 30, np.random.default_rng(0))
