@@ -48,6 +48,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from dmml_tf.config import PRECISIONS, load_config  # noqa: E402
+from dmml_tf.retrieval.evaluate import embed_networks, retrieval_metrics  # noqa: E402
 from dmml_tf.run import (build_data, retrieval_evaluation, training_batches,  # noqa: E402
                          training_callbacks)
 from dmml_tf.training.cohort import build_cohort  # noqa: E402
@@ -108,17 +109,18 @@ def precision_recalls(args, strategy, splits):
     """The ensemble's test Recall@1 after `--precision-steps` steps of `fit` per precision,
     each from the same seed and the config's (pretrained) weights."""
     recalls = {}
-    with tempfile.TemporaryDirectory() as run_directory:
-        for precision in PRECISIONS:
-            config = load_config(args.config, [*args.overrides, f"train.precision={precision}"])
-            keras.utils.set_random_seed(config.seed)
-            with strategy.scope():
-                model = build_cohort(config, steps_per_epoch=args.precision_steps)
-            model.fit(training_batches(config, splits, strategy), epochs=1, verbose=0,
-                      steps_per_epoch=args.precision_steps, shuffle=False)
-            evaluation = retrieval_evaluation(config, splits, Path(run_directory))
-            evaluation.set_model(model)
-            recalls[precision] = evaluation.evaluate()["ensemble"]["recall@1"]
+    for precision in PRECISIONS:
+        print(f"short run: {args.precision_steps} steps of fit in {precision} ...", flush=True)
+        config = load_config(args.config, [*args.overrides, f"train.precision={precision}"])
+        keras.utils.set_random_seed(config.seed)
+        with strategy.scope():
+            model = build_cohort(config, steps_per_epoch=args.precision_steps)
+        model.fit(training_batches(config, splits, strategy), epochs=1, verbose=0,
+                  steps_per_epoch=args.precision_steps, shuffle=False)
+        ensemble = {"ensemble": model.networks()["ensemble"]}  # the one network scored
+        embeddings = embed_networks(ensemble, splits.test_images, config.evaluate.batch_size)
+        recalls[precision] = retrieval_metrics(embeddings["ensemble"], splits.test_labels,
+                                               (1,), backend="exact")["recall@1"]
     return recalls
 
 
@@ -187,7 +189,7 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=5, help="rounds of turns")
     parser.add_argument("--fit-steps", type=int, default=60,
                         help="steps of each fit on the real pipeline (0: skip)")
-    parser.add_argument("--precision-steps", type=int, default=50,
+    parser.add_argument("--precision-steps", type=int, default=30,
                         help="steps of the short run per precision before its Recall@1 (0: skip)")
     args = parser.parse_args(argv)
 
@@ -201,6 +203,7 @@ def main(argv=None):
     keras.utils.set_random_seed(config.seed)
     strategy = tf.distribute.MirroredStrategy()
 
+    print("timing DM2 and single-member steps in turns ...", flush=True)
     dm2 = build(args, strategy)
     step = time_in_turns({"dm2": dm2, "single": build(args, strategy, "cohort.members=1",
                                                       "cohort.mutual=false")},
@@ -213,8 +216,10 @@ def main(argv=None):
     step |= time_in_turns({precision: build(args, strategy, f"train.precision={precision}")
                            for precision in ("mixed_bfloat16", "mixed_float16")},
                           batches, steps=2, rounds=2)
+    print("timing the parts of a DM2 step ...", flush=True)
     parts = dm2_parts(dm2, strategy, images, labels)
     splits = build_data(config) if args.fit_steps or args.precision_steps else None
+    print(f"timing {args.fit_steps} steps of fit on the real pipeline ...", flush=True)
     cycles = fit_cycles(args, strategy, splits, batches) if args.fit_steps else None
     recalls = precision_recalls(args, strategy, splits) if args.precision_steps else {}
 
