@@ -235,7 +235,7 @@ class EvaluateConfig:
     scann_check_queries: int = 1000
     batch_size: int = 256
     # Evaluate during training every this many epochs (0: only after training).
-    every_epochs: int = 2
+    every_epochs: int = 4
     # The metric that picks the best epoch, `<network>/<metric>`.
     monitor: str = "ensemble/recall@1"
     # The retrieval grid picture: this many queries, each with its nearest neighbours.
