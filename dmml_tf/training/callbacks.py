@@ -46,7 +46,7 @@ class RetrievalEvaluation(keras.callbacks.Callback):
             of classes not trained on.
         labels: int array of shape `(N,)`. Their class labels.
         every_epochs: int. Evaluate after every this many epochs; 0 never evaluates
-            during training. Defaults to `2`.
+            during training. Defaults to `4`.
         monitor: str. `"<network>/<metric>"` that picks the best epoch (higher is
             better). Defaults to `"ensemble/recall@1"`; use `"model/recall@1"` for a
             plain embedding model.
