@@ -56,7 +56,7 @@ class RetrievalEvaluation(keras.callbacks.Callback):
             Defaults to `20000`.
         scann_check_queries: int. Queries on which ScaNN's recall against exact search is
             measured. Defaults to `1000`.
-        batch_size: int. Embedding batch size for arrays. Defaults to `256`.
+        batch_size: int. Embedding batch size for arrays. Defaults to `64`.
         logged_metrics: sequence of str. The metrics of every network put into the logs.
             Defaults to `("recall@1",)`.
         history_path: str or `Path` or `None`. A JSON file that gets `history` after each
