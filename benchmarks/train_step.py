@@ -4,6 +4,7 @@ measured side by side in one run.
     python benchmarks/train_step.py                       # configs/emoji_styles.yaml: 64 px,
                                                           # 16 x 4 = 64 images, MobileNetV2
     python benchmarks/train_step.py --set model.backbone=tiny_cnn --rounds 3
+    python benchmarks/train_step.py --skip xla precision    # the DM2 and fit steps only
 
 Builds, from the config (with `model.weights=null` unless set: weights do not change the
 speed), three cohorts under MirroredStrategy as `main.py` does:
@@ -191,6 +192,9 @@ def main(argv=None):
                         help="steps of each fit on the real pipeline (0: skip)")
     parser.add_argument("--precision-steps", type=int, default=30,
                         help="steps of the short run per precision before its Recall@1 (0: skip)")
+    parser.add_argument("--skip", nargs="+", default=[], choices=("xla", "precision"),
+                        help="leave out the XLA or the mixed-precision timings: on 2 CPU "
+                             "cores each adds about ten minutes of tracing and slow steps")
     args = parser.parse_args(argv)
 
     config = load_config(args.config, ["model.weights=null", *args.overrides])
@@ -209,13 +213,17 @@ def main(argv=None):
                                                       "cohort.mutual=false")},
                          batches, args.steps, args.rounds)
     # XLA has no kernel for the views' crop (CropAndResize): compare it without views.
-    step |= time_in_turns({"no_views": build(args, strategy, "views.policy=[]"),
-                           "no_views_jit": build(args, strategy, "views.policy=[]",
-                                                 "train.jit_compile=true")},
-                          batches, steps=2, rounds=2)
-    step |= time_in_turns({precision: build(args, strategy, f"train.precision={precision}")
-                           for precision in ("mixed_bfloat16", "mixed_float16")},
-                          batches, steps=2, rounds=2)
+    if "xla" not in args.skip:
+        step |= time_in_turns({"no_views": build(args, strategy, "views.policy=[]"),
+                               "no_views_jit": build(args, strategy, "views.policy=[]",
+                                                     "train.jit_compile=true")},
+                              batches, steps=2, rounds=2)
+    if "precision" not in args.skip:
+        step |= time_in_turns({precision: build(args, strategy, f"train.precision={precision}")
+                               for precision in ("mixed_bfloat16", "mixed_float16")},
+                              batches, steps=2, rounds=2)
+    else:
+        args.precision_steps = 0
     print("timing the parts of a DM2 step ...", flush=True)
     parts = dm2_parts(dm2, strategy, images, labels)
     splits = build_data(config) if args.fit_steps or args.precision_steps else None
@@ -231,17 +239,19 @@ def main(argv=None):
           f"{os.cpu_count()} CPU cores; median step times")
     for name, label in (("single", "one member on its own"), ("dm2", "DM2"),
                         ("no_views", "DM2 without views"), ("no_views_jit", "DM2 without views, XLA")):
-        print(f"  {label:<26} {step[name]:7.3f} s/step  {batch_size / step[name]:7.1f} images/s")
+        if name in step:
+            print(f"  {label:<26} {step[name]:7.3f} s/step  {batch_size / step[name]:7.1f} images/s")
     print(f"DM2 / {members} single-member steps: {step['dm2'] / (members * step['single']):.3f} "
           "(goal <= 1.20)")
-    print(f"jit_compile on / off (without views): {step['no_views_jit'] / step['no_views']:.3f}")
+    if "no_views" in step:
+        print(f"jit_compile on / off (without views): {step['no_views_jit'] / step['no_views']:.3f}")
     print(f"where DM2's extra {step['dm2'] - members * step['single']:.3f} s goes:")
     for label, seconds in parts.items():
         print(f"  {label:<34} {seconds:7.3f} s")
     step["float32"] = step["dm2"]
     print("DM2 step per train.precision (float32 is the default)"
           + (f"; ensemble Recall@1 after {args.precision_steps} steps of fit:" if recalls else ":"))
-    for precision in PRECISIONS:
+    for precision in (p for p in PRECISIONS if p in step):
         recall = f"  Recall@1 {recalls[precision]:.4f}" if recalls else ""
         print(f"  {precision:<16} {step[precision]:7.3f} s/step  "
               f"{step[precision] / step['float32']:.2f} x float32{recall}")
