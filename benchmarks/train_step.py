@@ -196,6 +196,8 @@ def main(argv=None):
                         help="leave out the XLA or the mixed-precision timings: on 2 CPU "
                              "cores each adds about ten minutes of tracing and slow steps")
     args = parser.parse_args(argv)
+    if "precision" in args.skip:
+        args.precision_steps = 0  # no short runs per precision either
 
     config = load_config(args.config, ["model.weights=null", *args.overrides])
     data = config.data
@@ -222,8 +224,6 @@ def main(argv=None):
         step |= time_in_turns({precision: build(args, strategy, f"train.precision={precision}")
                                for precision in ("mixed_bfloat16", "mixed_float16")},
                               batches, steps=2, rounds=2)
-    else:
-        args.precision_steps = 0
     print("timing the parts of a DM2 step ...", flush=True)
     parts = dm2_parts(dm2, strategy, images, labels)
     splits = build_data(config) if args.fit_steps or args.precision_steps else None

@@ -233,7 +233,7 @@ class EvaluateConfig:
     exact_below: int = 20000
     # ScaNN's recall against exact search is measured on this many queries.
     scann_check_queries: int = 1000
-    batch_size: int = 64  # faster than 256 or 512 on 2 CPU cores (cache)
+    batch_size: int = 64  # on 2 CPU cores faster than 256 (docs/configuration.md)
     # Evaluate during training every this many epochs (0: only after training).
     every_epochs: int = 4
     # The metric that picks the best epoch, `<network>/<metric>`.
