@@ -98,3 +98,32 @@ def test_configuration_reference_names_every_key():
         body = text.split(heading, 1)[1].split("\n## ", 1)[0]
         missing += [f"{name}.{key}" for key in typing.get_type_hints(kind) if f"`{key}`" not in body]
     assert not missing, f"docs/configuration.md does not describe: {missing}"
+
+
+DEFAULT_RUN = ROOT / "benchmarks" / "results" / "default_run" / "time.txt"
+
+
+def measured_default_run(text):
+    """(`XmYYs`, `N.N GB`): wall time and peak memory from `/usr/bin/time -v` output."""
+    clock = re.search(r"Elapsed \(wall clock\) time .*?: (?:(\d+):)?(\d+):(\d+(?:\.\d+)?)", text)
+    hours, minutes, seconds = clock.groups()
+    total = round(int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds))
+    kbytes = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", text).group(1))
+    return f"{total // 60}m{total % 60:02d}s", f"{kbytes / 2**20:.1f} GB"
+
+
+def test_measured_default_run_reads_time_output():
+    text = ("\tElapsed (wall clock) time (h:mm:ss or m:ss): 11:07.52\n"
+            "\tMaximum resident set size (kbytes): 5347737\n")
+    assert measured_default_run(text) == ("11m08s", "5.1 GB")
+    assert measured_default_run(text.replace("11:07.52", "1:02:03.4"))[0] == "62m03s"
+
+
+def test_readme_and_config_state_the_last_measured_run_time():
+    """benchmarks/default_run.sh writes the measurement; both places quote it."""
+    wall, memory = measured_default_run(DEFAULT_RUN.read_text())
+    first_line = (ROOT / "configs" / "emoji_styles.yaml").read_text().splitlines()[0]
+    for place, text in (("README.md", README.read_text()),
+                        ("the first line of configs/emoji_styles.yaml", first_line)):
+        assert wall in text and memory in text, (
+            f"{place} should state the last measured run: {wall}, {memory} peak memory")
