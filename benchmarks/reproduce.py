@@ -139,7 +139,9 @@ def selection_score(records, comparison):
 
 def validation(args):
     baseline = [run_arm(BASELINE, INDEPENDENT, seed, args) for seed in args.seeds]
-    records, summary = [], {}
+    records, summary = [], {BASELINE: {  # its level, to read the differences against
+        f"{n} {m}": statistics.mean(network_metrics(r, n)[m] for r in baseline)
+        for n in NETWORKS for m in METRICS}}
     for name in args.candidates:
         runs = [run_arm(name, CANDIDATES[name], seed, args) for seed in args.seeds]
         comparison = f"{name} - {BASELINE}"
@@ -148,7 +150,7 @@ def validation(args):
                          "gradient_ratio": statistics.mean(r["gradient_ratio"] for r in runs),
                          "training_seconds": statistics.mean(r["seconds"]["training"] for r in runs)}
         save(args, records, summary)  # after each candidate, so a partial sweep is readable
-    winner = max(summary, key=lambda name: summary[name]["score"])
+    winner = max(args.candidates, key=lambda name: summary[name]["score"])
     print(f"\nchosen by the rule (highest mean of members' and ensemble's Recall@1 gain): {winner}")
     return records, summary
 
