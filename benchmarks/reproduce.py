@@ -13,8 +13,8 @@ seed, and the mean paired difference is reported with its 95 % t-interval.
 
 `test` runs DM2 and independent training at equal epochs (5 seeds), independent training
 at DM2's wall time (it gets the extra steps that DM2's slower step costs; 3 seeds), and
-DM2 without each diversity (3 seeds). Finished runs are read back, so an interrupted
-sweep resumes where it stopped. Writes `<out>_<split>.json` (one record per comparison,
+DM2 without each diversity (3 seeds; `--equal-epochs-only` skips these two). Finished
+runs are read back, so an interrupted sweep resumes where it stopped. Writes `<out>_<split>.json` (one record per comparison,
 network and metric, as fractions) and `<out>_<split>.png` (the paired differences).
 """
 
@@ -165,9 +165,14 @@ def wall_time_steps(dm2_runs, independent_runs):
 
 
 def test(args):
-    dm2 = [run_arm("dm2", [], seed, args) for seed in args.seeds]
-    alone = [run_arm(BASELINE, INDEPENDENT, seed, args) for seed in args.seeds]
-    records = compare("dm2 - independent", "equal_epochs", dm2, alone)
+    dm2, alone = [], []
+    for seed in args.seeds:  # seed by seed, so a stopped sweep leaves whole pairs
+        dm2.append(run_arm("dm2", [], seed, args))
+        alone.append(run_arm(BASELINE, INDEPENDENT, seed, args))
+        records = compare("dm2 - independent", "equal_epochs", dm2, alone)
+        save(args, records, {})
+    if args.equal_epochs_only:
+        return records, {}
     few = args.seeds[:args.ablation_seeds]
     steps = wall_time_steps(dm2, alone)
     epochs = math.ceil(steps * args.epochs / dm2[0]["training_steps"])
@@ -245,6 +250,8 @@ def main():
                         "0 1 2 3 4 for test")
     parser.add_argument("--ablation-seeds", type=int, default=3,
                         help="test: seeds (the first ones) for equal wall time and ablations")
+    parser.add_argument("--equal-epochs-only", action="store_true",
+                        help="test: only DM2 against independent training at equal epochs")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
     parser.add_argument("--set", dest="overrides", action="append", default=[],
