@@ -68,7 +68,8 @@ class _ServingModule(tf.Module):
                 image_bytes,
                 fn_output_signature=tf.TensorSpec([self.image_size, self.image_size, 3],
                                                   tf.float32))
-        return self._embed(images)
+        # Through `serve`, so the model is traced once per export, not once per signature.
+        return self.serve(images)
 
 
 def export_embedder(model, export_dir, image_size, resize_size=0, version=None,

@@ -18,13 +18,17 @@ def assign(points, centroids):
     Returns:
         int64 array of shape `(N,)`.
     """
-    squared_norms = np.einsum("ij,ij->i", centroids, centroids)
+    # ||x - c||^2 = ||x||^2 - 2 (x.c - ||c||^2 / 2); ||x||^2 is the same for every
+    # centroid, so the nearest centroid has the largest x.c - ||c||^2 / 2 (computed in
+    # place: one pass over each block of scores besides the product).
+    half_norms = 0.5 * np.einsum("ij,ij->i", centroids, centroids)
     block = max(1, _BLOCK_DISTANCES // len(centroids))
-    # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 is the same for every centroid.
-    return np.concatenate([
-        np.argmin(squared_norms - 2.0 * points[start:start + block] @ centroids.T, axis=1)
-        for start in range(0, len(points), block)
-    ]).astype(np.int64)
+    nearest = []
+    for start in range(0, len(points), block):
+        scores = points[start:start + block] @ centroids.T
+        scores -= half_norms
+        nearest.append(np.argmax(scores, axis=1))
+    return np.concatenate(nearest).astype(np.int64)
 
 
 def kmeans_plus_plus(points, num_clusters, rng):

@@ -9,6 +9,7 @@ import tensorflow as tf
 from dmml_tf.data.pipeline import evaluation_transform
 from dmml_tf.errors import DataError
 from dmml_tf.export import BYTES_SIGNATURE_KEY, next_version
+from dmml_tf.retrieval.gallery import shrink
 from dmml_tf.retrieval.index import GalleryIndex
 from dmml_tf.retrieval.plots import plot_retrieval
 
@@ -85,5 +86,4 @@ def search_images(image_paths, gallery_root, config, picture_path, log=print):
 def _thumbnail(path, data_config, size):
     image = evaluation_transform(tf.constant(Path(path).read_bytes()), data_config.image_size,
                                  data_config.resize_size)
-    small = tf.image.resize(image, [size, size], antialias=True)
-    return np.clip(np.round(small.numpy()), 0, 255).astype(np.uint8)
+    return shrink(image[None], size)[0]
