@@ -1,6 +1,6 @@
-"""The third sweep's table and its rule's choice, from the committed validation results.
+"""A regime sweep's table and its rule's choice, from the committed validation results.
 
-    python benchmarks/regimes.py
+    python benchmarks/regimes.py third     # or: fourth
 
 Reads docs/results_regime_<regime>_validation.json (written by `reproduce.py validation`)
 and the independent runs' metrics.json under benchmarks/results/regimes/<regime>/. The
@@ -17,10 +17,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CANDIDATE = "rkd lambda=10"
-REGIMES = {
-    "lr_1e-3": "fine-tune, lr 1e-3, 3 epochs",
-    "scratch": "from scratch, lr 1e-3, 3 epochs",
-    "epochs_8": "fine-tune, lr 1e-4, 8 epochs",
+SWEEPS = {
+    "third": {
+        "lr_1e-3": "fine-tune, lr 1e-3, 3 epochs",
+        "scratch": "from scratch, lr 1e-3, 3 epochs",
+        "epochs_8": "fine-tune, lr 1e-4, 8 epochs",
+    },
+    "fourth": {
+        "scratch_epochs_8": "from scratch, lr 1e-3, 8 epochs",
+        "lr_3e-4": "fine-tune, lr 3e-4, 3 epochs",
+    },
 }
 
 
@@ -29,13 +35,15 @@ def points(record):
 
 
 def main():
-    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep", choices=list(SWEEPS))
+    sweep = SWEEPS[parser.parse_args().sweep]
     print("| regime | backbone before training | independent: members | independent: ensemble "
           "| DM2 − independent: members | ensemble | shadow ensemble | members MAP@R "
           "| rule score | qualifies |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     score = {}
-    for name, label in REGIMES.items():
+    for name, label in sweep.items():
         summary_file = ROOT / "docs" / f"results_regime_{name}_validation.json"
         if not summary_file.is_file():
             continue
