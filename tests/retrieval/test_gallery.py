@@ -11,7 +11,7 @@ from dmml_tf.data.pipeline import evaluation_transform
 from dmml_tf.data.registry import RetrievalSplits
 from dmml_tf.data.sources import ArrayImages, EncodedImages
 from dmml_tf.retrieval import gallery
-from dmml_tf.retrieval.gallery import (retrieval_grid, split_images, split_references,
+from dmml_tf.retrieval.gallery import (retrieval_grid, shrink, split_images, split_references,
                                        thumbnails)
 from dmml_tf.retrieval.plots import plot_metric_per_epoch
 
@@ -53,6 +53,15 @@ def test_references_and_thumbnails(encoded):
     assert small.shape == (3, 4, 4, 3) and small.dtype == np.uint8
     assert (small == 200).all()  # a flat image stays flat
     assert thumbnails(encoded, DataConfig(image_size=32), 16).shape == (3, 16, 16, 3)
+
+
+def test_shrink_is_the_mean_of_the_pixels_each_thumbnail_pixel_covers():
+    images = np.random.default_rng(0).integers(0, 256, (2, 6, 6, 3)).astype(np.uint8)
+    expected = np.zeros((2, 3, 3, 3))
+    for n, row, column in np.ndindex(2, 3, 3):  # a 2 x 2 block per thumbnail pixel
+        block = images[n, 2 * row:2 * row + 2, 2 * column:2 * column + 2].astype(float)
+        expected[n, row, column] = block.mean(axis=(0, 1))
+    np.testing.assert_array_equal(shrink(images, 3), np.clip(np.round(expected), 0, 255))
 
 
 def test_retrieval_grid_marks_neighbours_of_the_query_class(monkeypatch, tmp_path):
