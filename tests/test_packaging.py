@@ -4,6 +4,7 @@ ones, and the installed command works outside a checkout."""
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory):
-    """A fresh virtual environment that sees the installed packages, with dmml_tf
-    installed into it (not editable) from a copy of the sources."""
+    """A fresh virtual environment that sees this environment's packages, with dmml_tf
+    installed into it (not editable) from a wheel built from a copy of the sources."""
     base = tmp_path_factory.mktemp("packaging")
     source = base / "source"
     source.mkdir()
@@ -24,13 +25,22 @@ def venv(tmp_path_factory):
         shutil.copy(ROOT / name, source / name)
     shutil.copytree(ROOT / "dmml_tf", source / "dmml_tf",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(base / "venv")],
-                   check=True)
+    # The wheel is built here, with the build tools requirements.txt installs.
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-index",
+                            "--no-build-isolation", "-w", str(base / "wheels"), str(source)],
+                           capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-3000:]
+    subprocess.run([sys.executable, "-m", "venv", str(base / "venv")], check=True)
+    # The new environment sees this one's packages (those of a virtual environment too,
+    # which --system-site-packages would not: it sees the base interpreter's).
+    inner = subprocess.run([str(base / "venv/bin/python"), "-c", "import site; print(site.getsitepackages()[0])"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    (Path(inner) / "outer.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     # --no-index: every declared dependency must already be installed, in a version the
     # declared range admits, or the install fails.
+    wheel, = (base / "wheels").glob("dmml_tf-*.whl")
     result = subprocess.run([str(base / "venv/bin/python"), "-m", "pip", "install", "-q",
-                             "--no-index", "--no-build-isolation", str(source)],
-                            capture_output=True, text=True)
+                             "--no-index", str(wheel)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     return base / "venv"
 
