@@ -17,13 +17,13 @@ import yaml
 
 from dmml_tf.errors import ConfigError
 from dmml_tf.losses.relational import RELATIONAL
-from dmml_tf.losses.triplet import MINERS
+from dmml_tf.losses.triplet import MINERS, REDUCTIONS
 from dmml_tf.models.backbones import BACKBONES
 
 # Choices whose registries live in layers above config (tests/test_configs.py checks that
-# they agree): data.registry.DATASETS, retrieval.index.BACKENDS, training.dm2.TEACHERS,
+# they agree): data.registry.DATASETS, retrieval.index.BACKENDS,
 # training.optimizers.SCHEDULES, training.distribute.STRATEGIES.
-DATASETS = ("emoji_styles", "cub200", "cars196", "folder:PATH")
+DATASETS = ("emoji_styles", "icon_concepts", "cub200", "cars196", "folder:PATH")
 BACKENDS = ("scann", "exact")
 TEACHERS = ("peers", "shadows", "both")
 SCHEDULES = ("constant", "step", "cosine")
@@ -102,12 +102,18 @@ class ModelConfig:
     embedding_dim: int = 128
     # Backbone BatchNorm in inference mode (frozen statistics, gamma/beta trained).
     freeze_batchnorm: bool = True
+    # Dropout rate before each member's head, seeded per member: members that start from
+    # one pretrained network differ from the first step (as in Deep Mutual Learning).
+    dropout: float = 0.0
 
     def __post_init__(self):
         for key, value in (("backbone", self.backbone), ("weights", self.weights)):
             if isinstance(value, tuple) and not all(isinstance(v, (str, type(None))) for v in value):
                 raise ConfigError(f"Config key `model.{key}` lists one name per member. "
                                   f"Received: model.{key}={list(value)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError("Config key `model.dropout` must be in [0, 1). "
+                              f"Received: model.dropout={self.dropout}")
 
     def backbone_of(self, member):
         """The backbone name of member `member`."""
@@ -127,6 +133,12 @@ class CohortConfig:
     # Who teaches each member: its peers (model diversity), every member's shadow
     # (temporal diversity), or both.
     teachers: str = "both"
+    # A member's relational loss is the weighted mean over its teachers: each peer weighs
+    # peer_weight, each shadow shadow_weight (equal: the plain mean).
+    peer_weight: float = 1.0
+    shadow_weight: float = 1.0
+    # Whether a member's own shadow (a copy of itself ~1 / (1 - tau) steps old) teaches it.
+    own_shadow: bool = True
     view_diversity: bool = True
     # false: lambda = 0, the members train independently (the baseline).
     mutual: bool = True
@@ -141,6 +153,10 @@ class CohortConfig:
 
     def __post_init__(self):
         _check_choice("cohort.teachers", self.teachers, TEACHERS)
+        for key in ("peer_weight", "shadow_weight"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"Config key `cohort.{key}` must be 0 or more. "
+                                  f"Received: cohort.{key}={getattr(self, key)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +164,9 @@ class LossConfig:
     margin: float = 0.2
     # semi_hard | batch_hard | distance_weighted (dmml_tf.losses.triplet.MINERS).
     mining: str = "semi_hard"
+    # The triplet loss is the mean over all mined pairs (`all`) or over those with a
+    # positive loss (`nonzero`, whose gradient does not fade as more pairs are solved).
+    triplet_reduction: str = "all"
     # The relational loss between a member and each teacher (dmml_tf.losses.relational):
     # rkd (distance_weight * RKD distance + angle_weight * RKD angle) or similarity_kl
     # (KL of the softmaxed cosine similarities at relational_temperature).
@@ -160,6 +179,7 @@ class LossConfig:
 
     def __post_init__(self):
         _check_choice("loss.mining", self.mining, tuple(MINERS))
+        _check_choice("loss.triplet_reduction", self.triplet_reduction, REDUCTIONS)
         _check_choice("loss.relational", self.relational, tuple(RELATIONAL))
         if self.relational_temperature <= 0:
             raise ConfigError("Config key `loss.relational_temperature` must be positive. "
@@ -175,8 +195,16 @@ class ViewsConfig:
         {"RandomColorJitter": {"value_range": [0, 255], "brightness_factor": 0.2,
                                "contrast_factor": 0.2, "saturation_factor": [0.4, 0.6]}},
     )
+    # A stronger policy that `network_policies` can give some networks by its name.
+    strong_policy: tuple = (
+        {"RandomResizedCrop": {"scale": [0.25, 1.0]}},
+        {"RandomRotation": {"factor": 0.03, "fill_mode": "constant", "fill_value": 255.0}},
+        {"RandomColorJitter": {"value_range": [0, 255], "brightness_factor": 0.4,
+                               "contrast_factor": 0.4, "saturation_factor": [0.2, 0.8]}},
+    )
     # Own policies: one per member (its shadow uses the same) or one per network (members,
-    # then shadows). Empty: every network uses `policy`.
+    # then shadows); each a policy or the name `policy` or `strong_policy`. Empty: every
+    # network uses `policy`.
     network_policies: tuple = ()
 
 
@@ -187,6 +215,12 @@ class TrainConfig:
     # backbone_learning_rate is set (null: the same optimizer trains everything).
     learning_rate: float = 1e-4
     backbone_learning_rate: float | None = None
+    # The backbones stay as they are (learning rate 0) for the first this many steps, so
+    # the random heads settle before the pretrained features move.
+    backbone_frozen_steps: int = 0
+    # Every learning rate rises linearly from 0 over this many steps (the backbones' from
+    # the end of backbone_frozen_steps).
+    warmup_steps: int = 0
     # Decoupled weight decay of every trainable weight (0: none).
     weight_decay: float = 0.0
     # constant | step (times step_factor after each number of epochs in step_epochs) |
@@ -215,14 +249,24 @@ class TrainConfig:
         _check_choice("train.schedule", self.schedule, SCHEDULES)
         _check_choice("train.strategy", self.strategy, STRATEGIES)
         _check_choice("train.precision", self.precision, PRECISIONS)
-        if self.precision == "mixed_float16" and self.backbone_learning_rate is not None:
+        if self.backbone_frozen_steps < 0 or self.warmup_steps < 0:
+            raise ConfigError("Config keys `train.backbone_frozen_steps` and `train.warmup_steps` "
+                              "must be 0 or more. Received: train.backbone_frozen_steps="
+                              f"{self.backbone_frozen_steps}, train.warmup_steps={self.warmup_steps}")
+        if self.precision == "mixed_float16" and self.backbones_apart():
             raise ConfigError("Config key `train.precision: mixed_float16` scales the loss of "
-                              "one optimizer; set `train.backbone_learning_rate: null` or use "
-                              "mixed_bfloat16. Received: train.backbone_learning_rate="
-                              f"{self.backbone_learning_rate}")
+                              "one optimizer; set `train.backbone_learning_rate: null` and "
+                              "`train.backbone_frozen_steps: 0`, or use mixed_bfloat16. "
+                              f"Received: train.backbone_learning_rate={self.backbone_learning_rate}, "
+                              f"train.backbone_frozen_steps={self.backbone_frozen_steps}")
         if any(not isinstance(e, int) or e < 1 for e in self.step_epochs):
             raise ConfigError("Config key `train.step_epochs` must list positive epochs. "
                               f"Received: train.step_epochs={list(self.step_epochs)}")
+
+
+    def backbones_apart(self):
+        """Whether the backbones get their own optimizer (own learning rate or frozen steps)."""
+        return self.backbone_learning_rate is not None or self.backbone_frozen_steps > 0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,8 +5,9 @@ class DMMLError(Exception):
     """Base class: the message says what is wrong and what to do."""
 
 
-class ConfigError(DMMLError):
-    """A config file, key or value is not what was expected."""
+class ConfigError(DMMLError, ValueError):
+    """A config file, key or value is not what was expected (also a ValueError: the
+    settings' dataclasses check the arguments of `DM2Model` too)."""
 
 
 class DataError(DMMLError):

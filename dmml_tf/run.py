@@ -22,8 +22,6 @@ from dmml_tf.data.sampler import steps_per_epoch
 from dmml_tf.data.views import check_views
 from dmml_tf.errors import ConfigError
 from dmml_tf.export import export_embedder
-from dmml_tf.models.backbones import build_backbone
-from dmml_tf.models.embedder import pooled_features
 from dmml_tf.retrieval.evaluate import (embed_networks, evaluate_embeddings, results_table,
                                        terminal_progress)
 from dmml_tf.retrieval.gallery import build_gallery_index, retrieval_grid
@@ -37,6 +35,7 @@ from dmml_tf.training.distribute import (SameStepCheck, build_strategy, distribu
 from dmml_tf.training.optimizers import LearningRateLogger
 
 EVALUATION_HISTORY = "evaluation_history.json"
+INITIAL_RESULTS = "initial.json"
 
 
 def build_data(config):
@@ -114,8 +113,7 @@ def evaluate(config, model, splits, run_directory, evaluation=None, seconds=None
 
     The networks' embeddings come from `evaluation` (the training callback) when it
     evaluated the weights as they are now, else from one pass over the test images; the
-    pretrained baseline's results from `pretrained.json` when a run (or its resumed
-    start) already computed them for the same data and settings.
+    members' results before training from `initial.json` (`initial_results`).
 
     Args:
         seconds: dict or None. Gets the wall time of each part (`embedding`, then those of
@@ -141,8 +139,8 @@ def evaluate(config, model, splits, run_directory, evaluation=None, seconds=None
         seconds["embedding"] = time.perf_counter() - started
         results = evaluate_embeddings(embeddings, splits.test_labels, settings,
                                       log=lambda line: None, seconds=seconds)
-    results = {"pretrained (not fine-tuned)": pretrained_results(config, splits, run_directory,
-                                                                 seconds),
+    initial = run_directory / INITIAL_RESULTS
+    results = {**(json.loads(initial.read_text())["results"] if initial.is_file() else {}),
                **results}
     table = results_table(results)
     metrics_path = run_directory / "metrics.json"
@@ -154,25 +152,29 @@ def evaluate(config, model, splits, run_directory, evaluation=None, seconds=None
     return table, embeddings
 
 
-def pretrained_results(config, splits, run_directory, seconds):
-    """Metrics of the first member's backbone without fine-tuning, computed once per run;
-    its parts' wall time is added to `seconds`."""
-    cache = run_directory / "pretrained.json"
+def initial_results(config, model, run_directory, splits, seconds):
+    """Metrics of the members and their ensemble at their initial weights (pretrained or
+    random), where training starts; computed once per run into `initial.json`, which a
+    resumed run reuses. Their parts' wall time is added to `seconds`."""
+    cache = run_directory / INITIAL_RESULTS
     key = {"data": config_to_dict(config.data), "seed": config.seed,
-           "evaluate": config_to_dict(config.evaluate),
-           "backbone": [config.model.backbone_of(0), config.model.weights_of(0)]}
+           "evaluate": config_to_dict(config.evaluate), "model": config_to_dict(config.model),
+           "own_seeds": config.cohort.own_seeds}
     if cache.is_file() and json.loads(cache.read_text())["key"] == key:
-        return json.loads(cache.read_text())["results"]
-    baseline = pooled_features(build_backbone(config.model.backbone_of(0), config.model.weights_of(0),
-                                              config.data.image_size), name="pretrained")
+        return
+    networks = {f"member{m}": member for m, member in enumerate(model.members)}
+    networks["ensemble"] = model.networks()["ensemble"]
     started = time.perf_counter()
-    embeddings = embed_networks({"pretrained": baseline}, splits.test_images,
-                                config.evaluate.batch_size)
+    embeddings = embed_networks(networks, splits.test_images, config.evaluate.batch_size,
+                                {"ensemble": [name for name in networks if name != "ensemble"]})
     seconds["embedding"] = seconds.get("embedding", 0.0) + time.perf_counter() - started
     results = evaluate_embeddings(embeddings, splits.test_labels, config.evaluate,
-                                  log=lambda line: None, seconds=seconds)["pretrained"]
+                                  log=lambda line: None, seconds=seconds)
+    results = {f"{name} before training": values for name, values in results.items()}
     cache.write_text(json.dumps({"key": key, "results": results}, indent=1))
-    return results
+    print("      before training: " + ", ".join(
+        f"{name.split()[0]} recall@{min(config.evaluate.recall_at)} "
+        f"{values[f'recall@{min(config.evaluate.recall_at)}']:.4f}" for name, values in results.items()))
 
 
 def pictures(config, splits, run_directory, embeddings):
@@ -289,6 +291,8 @@ def train(config):
         lap("data")
         model = build_model(config, splits, strategy)
         lap("build")
+        initial_results(config, model, run_directory, splits, {})
+        lap("evaluation")
         evaluation = fit_cohort(config, model, splits, run_directory, strategy)
         lap("training", time.time() - clock - evaluation.seconds)
         lap("evaluation", evaluation.seconds)  # during fit; the final one adds to it

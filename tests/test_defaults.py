@@ -9,6 +9,7 @@ from dmml_tf.config import Config, load_config
 from dmml_tf.export import export_embedder
 from dmml_tf.losses.relational import RelationalLoss, relational_loss, similarity_kl_loss
 from dmml_tf.losses.triplet import TripletLoss, triplet_loss
+from dmml_tf.models.backbones import tiny_cnn
 from dmml_tf.models.embedder import build_embedder
 from dmml_tf.retrieval.evaluate import retrieval_metrics
 from dmml_tf.training.callbacks import ExportBest, RetrievalEvaluation
@@ -19,14 +20,10 @@ from tests.test_configs import CONFIGS
 C = Config()
 # (callable, parameter, the config value it must default to)
 DEFAULTS = [
-    *[(DM2Model, name, getattr(C.loss, name)) for name in
-      ("margin", "mining", "relational", "relational_weight", "distance_weight",
-       "angle_weight", "relational_temperature")],
-    *[(DM2Model, name, getattr(C.cohort, name)) for name in
-      ("teachers", "view_diversity", "mutual", "ema_decay", "ema_warmup_steps",
-       "ema_every_steps")],
     (TripletLoss, "margin", C.loss.margin), (TripletLoss, "mining", C.loss.mining),
+    (TripletLoss, "reduction", C.loss.triplet_reduction),
     (triplet_loss, "margin", C.loss.margin), (triplet_loss, "mining", C.loss.mining),
+    (triplet_loss, "reduction", C.loss.triplet_reduction),
     (RelationalLoss, "relational", C.loss.relational),
     (RelationalLoss, "distance_weight", C.loss.distance_weight),
     (RelationalLoss, "angle_weight", C.loss.angle_weight),
@@ -37,6 +34,7 @@ DEFAULTS = [
     (relational_loss, "temperature", C.loss.relational_temperature),
     (similarity_kl_loss, "temperature", C.loss.relational_temperature),
     (build_embedder, "freeze_batchnorm", C.model.freeze_batchnorm),
+    (build_embedder, "dropout", C.model.dropout),
     (export_embedder, "resize_size", C.data.resize_size),
     (retrieval_metrics, "ks", C.evaluate.recall_at),
     (retrieval_metrics, "backend", C.evaluate.backend),
@@ -57,6 +55,12 @@ DEFAULTS = [
 def test_default_equals_the_config(function, parameter, expected):
     default = inspect.signature(function).parameters[parameter].default
     assert default == expected
+
+
+def test_dm2_model_takes_its_defaults_from_the_config():
+    members = [build_embedder(tiny_cnn((16, 16, 3), seed=s), 4, seed=s) for s in range(2)]
+    model = DM2Model(members)
+    assert model.loss_config == C.loss and model.cohort_config == C.cohort
 
 
 def test_the_default_config_file_runs_the_package_defaults():

@@ -130,16 +130,26 @@ def build_views(views_config, members, seed):
 
     Args:
         views_config: `ViewsConfig`. `network_policies` holds one policy per member (its
-            shadow uses the same) or one per network; empty, every network uses `policy`.
+            shadow uses the same) or one per network, each a policy or the name of one
+            (`policy`, `strong_policy`); empty, every network uses `policy`.
         members: int. Number of members M; there are 2 * M networks.
         seed: int. The run's seed.
     """
     own = views_config.network_policies
+    named = {"policy": views_config.policy, "strong_policy": views_config.strong_policy}
     if not own:
         policies = [(views_config.policy, "views.policy")] * (2 * members)
     elif len(own) in (members, 2 * members):
-        keys = [f"views.network_policies[{i}]" for i in range(len(own))]
-        policies = list(zip(own, keys)) * (2 * members // len(own))
+        policies = []
+        for i, policy in enumerate(own):
+            key = f"views.network_policies[{i}]"
+            if isinstance(policy, str):
+                if policy not in named:
+                    raise ConfigError(f"Config key `{key}` names a policy of `views`: "
+                                      f"{', '.join(named)}. Received: {key}={policy!r}")
+                policy, key = named[policy], f"views.{policy}"
+            policies.append((policy, key))
+        policies *= 2 * members // len(own)
     else:
         raise ConfigError(f"Config key `views.network_policies` needs one policy per member "
                           f"({members}) or per network ({2 * members}). "

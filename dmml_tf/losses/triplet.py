@@ -1,6 +1,7 @@
 """Triplet loss with a choice of mining (see `dmml_tf.losses.mining`).
 
-The loss is the mean, over the anchor-positive pairs the miner marks, of
+The loss is the mean, over the anchor-positive pairs the miner marks (`reduction="all"`)
+or over those of them with a positive loss (`"nonzero"`), of
 max(d(a, p) - d(a, n) + margin, 0) on Euclidean distances, n being the mined negative.
 It is 0 when the batch has no valid pair (no positives or no negatives).
 """
@@ -34,13 +35,20 @@ MINERS = {
 }
 
 
+# all: the mean over every mined pair; nonzero: over the pairs with a positive loss
+# (pytorch-metric-learning's default reducer), whose gradient does not fade as pairs are
+# solved.
+REDUCTIONS = ("all", "nonzero")
+
+
 def check_mining(mining):
     """Raise a ValueError unless `mining` is a key of `MINERS`."""
     if mining not in MINERS:
         raise ValueError(f"`mining` must be one of {', '.join(MINERS)}. Received: mining={mining!r}")
 
 
-def triplet_loss(labels, embeddings, margin=0.2, mining="semi_hard", seed=(0, 0)):
+def triplet_loss(labels, embeddings, margin=0.2, mining="semi_hard", seed=(0, 0),
+                 reduction="all"):
     """Mean triplet hinge over the mined anchor-positive pairs.
 
     Args:
@@ -51,12 +59,19 @@ def triplet_loss(labels, embeddings, margin=0.2, mining="semi_hard", seed=(0, 0)
             `"distance_weighted"`. Defaults to `"semi_hard"`.
         seed: pair of int or int tensor `(2,)`. Stateless seed of the sampling miners;
             the same seed samples the same negatives. Defaults to `(0, 0)`.
+        reduction: str. `"all"`: the mean over the mined pairs; `"nonzero"`: over those
+            with a positive loss. Defaults to `"all"`.
     """
     check_mining(mining)
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"`reduction` must be one of {', '.join(REDUCTIONS)}. "
+                         f"Received: reduction={reduction!r}")
     embeddings = tf.convert_to_tensor(embeddings)
     distances = pairwise_distances(embeddings)
     negative_distances, pair_mask = MINERS[mining](distances, labels, tf.shape(embeddings)[-1], seed)
     hinge = tf.maximum(distances - negative_distances + margin, 0.0)
+    if reduction == "nonzero":
+        pair_mask = tf.logical_and(pair_mask, hinge > 0.0)
     mask = tf.cast(pair_mask, hinge.dtype)
     return tf.reduce_sum(hinge * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
 
@@ -72,6 +87,7 @@ class TripletLoss(keras.losses.Loss):
         mining: str. `"semi_hard"`, `"batch_hard"` or `"distance_weighted"`.
             Defaults to `"semi_hard"`.
         seed: int or None. Seed of the sampling miners' random stream. Defaults to `None`.
+        reduction: str. `"all"` or `"nonzero"` (see `triplet_loss`). Defaults to `"all"`.
 
     Example:
     ```python
@@ -80,17 +96,20 @@ class TripletLoss(keras.losses.Loss):
     ```
     """
 
-    def __init__(self, margin=0.2, mining="semi_hard", seed=None, name="triplet", **kwargs):
+    def __init__(self, margin=0.2, mining="semi_hard", seed=None, reduction="all",
+                 name="triplet", **kwargs):
         super().__init__(name=name, **kwargs)
         check_mining(mining)
         self.margin = margin
         self.mining = mining
         self.seed = seed
+        self.triplet_reduction = reduction
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, y_true, y_pred):
-        return triplet_loss(y_true, y_pred, self.margin, self.mining, self.seed_generator.next())
+        return triplet_loss(y_true, y_pred, self.margin, self.mining, self.seed_generator.next(),
+                            self.triplet_reduction)
 
     def get_config(self):
         return {**super().get_config(), "margin": self.margin, "mining": self.mining,
-                "seed": self.seed}
+                "seed": self.seed, "reduction": self.triplet_reduction}

@@ -34,7 +34,8 @@ class InferenceMode(keras.layers.Layer):
         return cls(**config)
 
 
-def build_embedder(backbone, embedding_dim, seed, freeze_batchnorm=True, name="member"):
+def build_embedder(backbone, embedding_dim, seed, freeze_batchnorm=True, dropout=0.0,
+                   name="member"):
     """Wrap `backbone` into a model that returns unit-length `embedding_dim` vectors.
 
     Args:
@@ -44,11 +45,15 @@ def build_embedder(backbone, embedding_dim, seed, freeze_batchnorm=True, name="m
             diversity).
         freeze_batchnorm: bool. Run the backbone in inference mode, so BatchNorm uses its
             pretrained statistics while its gamma and beta still train. Defaults to `True`.
+        dropout: float. Dropout rate on the pooled features before the head, drawn from
+            `seed` (0: none). Defaults to `0.0`.
         name: str. Name of the returned model.
     """
     inputs = keras.Input(backbone.input_shape[1:])
     features = InferenceMode(backbone, name="frozen_batchnorm")(inputs) if freeze_batchnorm else backbone(inputs)
     pooled = keras.layers.GlobalAveragePooling2D()(features)
+    if dropout:
+        pooled = keras.layers.Dropout(dropout, seed=seed, name="dropout")(pooled)
     # Under a mixed-precision policy the head and the normalisation compute in float32;
     # otherwise they follow the policy (float32, or float64 in exactness tests).
     dtype = "float32" if keras.config.dtype_policy().name.startswith("mixed") else None

@@ -26,7 +26,7 @@ def dtype_policy(name):
 
 def build_members(config):
     """One embedder per member, each with its own backbone in a heterogeneous cohort.
-    With `cohort.own_seeds` each member's head gets its own seed. The backbones compute in
+    With `cohort.own_seeds` each member's head (and dropout) gets its own seed. The backbones compute in
     `train.precision`."""
     with dtype_policy(config.train.precision):
         return [build_member(config, m) for m in range(config.cohort.members)]
@@ -38,7 +38,7 @@ def build_member(config, m):
     backbone = build_backbone(config.model.backbone_of(m), config.model.weights_of(m),
                               config.data.image_size, f"backbone{m}", seed)
     return build_embedder(backbone, config.model.embedding_dim, seed,
-                          config.model.freeze_batchnorm, name=f"member{m}")
+                          config.model.freeze_batchnorm, config.model.dropout, name=f"member{m}")
 
 
 def build_cohort(config, steps_per_epoch):
@@ -49,26 +49,8 @@ def build_cohort(config, steps_per_epoch):
         steps_per_epoch: int. Places the learning-rate schedule's milestones.
     """
     views = build_views(config.views, config.cohort.members, config.seed)
-    loss, cohort = config.loss, config.cohort
-    model = DM2Model(
-        build_members(config),
-        views,
-        margin=loss.margin,
-        mining=loss.mining,
-        relational=loss.relational,
-        relational_weight=loss.relational_weight,
-        distance_weight=loss.distance_weight,
-        angle_weight=loss.angle_weight,
-        relational_temperature=loss.relational_temperature,
-        teachers=cohort.teachers,
-        view_diversity=cohort.view_diversity,
-        mutual=cohort.mutual,
-        ema_decay=cohort.ema_decay,
-        ema_warmup_steps=cohort.ema_warmup_steps,
-        ema_every_steps=cohort.ema_every_steps,
-        seed=config.seed,
-        name="dm2",
-    )
+    model = DM2Model(build_members(config), views, loss=config.loss, cohort=config.cohort,
+                     seed=config.seed, name="dm2")
     optimizer, backbone_optimizer = build_optimizers(config.train, steps_per_epoch)
     model.compile(optimizer=optimizer, backbone_optimizer=backbone_optimizer,
                   jit_compile=config.train.jit_compile)

@@ -6,8 +6,8 @@ defines it. Each training step:
 1. views: every network (member or shadow) gets its own augmented view of the batch;
 2. forward: members in training mode, shadows in inference mode (never differentiated);
    embeddings and labels are gathered from all replicas, so the losses see the global batch;
-3. losses: per member, triplet loss on its embeddings plus lambda times the mean
-   relational loss towards each of its teachers (its peers, the shadows, or both);
+3. losses: per member, triplet loss on its embeddings plus lambda times the weighted
+   mean relational loss towards each of its teachers (its peers, the shadows, or both);
    the ratio of the two terms' gradient norms at the member's embeddings is tracked;
 4. one optimizer step (or two: heads and backbones with their own learning rates);
 5. shadows move towards their members by an exponential moving average;
@@ -15,15 +15,15 @@ defines it. Each training step:
    gradient ratio.
 """
 
+import dataclasses
+
 import keras
 import tensorflow as tf
 
-from dmml_tf.config import TEACHERS, CohortConfig, LossConfig
-from dmml_tf.losses.relational import check_relational, relational_loss
-from dmml_tf.losses.triplet import check_mining, triplet_loss
+from dmml_tf.config import CohortConfig, LossConfig
+from dmml_tf.losses.relational import relational_loss
+from dmml_tf.losses.triplet import triplet_loss
 from dmml_tf.models.embedder import ensemble
-
-
 
 def make_shadow(member):
     """A copy of `member` with the same weights, never trained by gradients."""
@@ -53,31 +53,17 @@ class DM2Model(keras.Model):
         views: list of keras layers or None. Augmentation per network: members first,
             then shadows (length 2 * len(members)); each must accept `training=`.
             `None` means no augmentation. Defaults to `None`.
-        The defaults of every other argument are those of `dmml_tf.config`'s
-        `LossConfig` and `CohortConfig`, so a default run and this class agree.
-        margin: float. Triplet margin.
-        mining: str. Triplet mining: `"semi_hard"`, `"batch_hard"` or
-            `"distance_weighted"`.
-        relational: str. The relational loss: `"rkd"` (RKD distance and angle terms) or
-            `"similarity_kl"` (KL of softmaxed cosine similarities).
-        relational_weight: float. lambda, the weight of the relational loss.
-        distance_weight: float. rkd: weight of the distance term.
-        angle_weight: float. rkd: weight of the angle term.
-        relational_temperature: float. similarity_kl: the softmax temperature.
-        teachers: str. Who teaches each member: `"peers"` (the other members, model
-            diversity), `"shadows"` (every member's shadow, temporal diversity) or
-            `"both"`.
-        view_diversity: bool. Each network sees its own view; off, all see the first
-            network's view.
-        mutual: bool. Use the relational loss at all; off, members train independently
-            (the baseline).
-        ema_decay: float. tau of the shadows' moving average.
-        ema_warmup_steps: int. The window a shadow averages, 1 / (1 - tau_t), grows
-            linearly from 1 step at step 0 to 1 / (1 - tau) at this step, where tau_t
-            reaches tau; 0: tau from the start.
-        ema_every_steps: int. Update the shadows every this many steps.
+        loss: `dmml_tf.config.LossConfig` or None. The triplet and relational losses'
+            settings (margin, mining, triplet_reduction, relational, relational_weight,
+            ...); `None`: its defaults, those of a default run.
+        cohort: `dmml_tf.config.CohortConfig` or None. Teachers and shadows (teachers,
+            peer_weight, shadow_weight, own_shadow, view_diversity, mutual, ema_decay,
+            ema_warmup_steps, ema_every_steps); `None`: its defaults.
         seed: int. Seed of the sampling miners (with the step count, so the stream
             resumes exactly from a checkpoint). Defaults to `0`.
+        **kwargs: any field of `LossConfig` or `CohortConfig` by name (e.g.
+            `relational_weight=10.0, teachers="peers"`) overrides `loss` or `cohort`, and
+            is checked as the config checks it; the rest go to `keras.Model`.
 
     Call `compile(optimizer=...)` as usual; `compile(optimizer=..., backbone_optimizer=...)`
     trains each member's layer named `head` with `optimizer` and everything else with
@@ -86,48 +72,30 @@ class DM2Model(keras.Model):
     Example:
     ```python
     members = [build_embedder(build_backbone("tiny_cnn", None, 32), 16, seed=s) for s in (0, 1)]
-    model = DM2Model(members, relational_weight=10.0)
+    model = DM2Model(members, relational_weight=10.0, teachers="peers")
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     model.fit(class_balanced_dataset(images, labels, 8, 4, seed=0), steps_per_epoch=10)
     ```
     """
 
-    def __init__(self, members, views=None, margin=LossConfig.margin, mining=LossConfig.mining,
-                 relational=LossConfig.relational,
-                 relational_weight=LossConfig.relational_weight,
-                 distance_weight=LossConfig.distance_weight,
-                 angle_weight=LossConfig.angle_weight,
-                 relational_temperature=LossConfig.relational_temperature,
-                 teachers=CohortConfig.teachers, view_diversity=CohortConfig.view_diversity,
-                 mutual=CohortConfig.mutual, ema_decay=CohortConfig.ema_decay,
-                 ema_warmup_steps=CohortConfig.ema_warmup_steps,
-                 ema_every_steps=CohortConfig.ema_every_steps, seed=0, **kwargs):
+    def __init__(self, members, views=None, loss=None, cohort=None, seed=0, **kwargs):
+        members = list(members)
+        settings = {}
+        for name, config, default in (("loss", loss, LossConfig), ("cohort", cohort, CohortConfig)):
+            fields = {f.name for f in dataclasses.fields(default)} - {"members"}
+            chosen = {key: kwargs.pop(key) for key in list(kwargs) if key in fields}
+            config = config or default()
+            settings[name] = dataclasses.replace(config, **chosen)
         super().__init__(**kwargs)
-        check_mining(mining)
-        check_relational(relational)
-        if teachers not in TEACHERS:
-            raise ValueError(f"`teachers` must be one of {', '.join(TEACHERS)}. "
-                             f"Received: teachers={teachers!r}")
-        self.members = list(members)
+        self.loss_config = settings["loss"]
+        self.cohort_config = dataclasses.replace(settings["cohort"], members=len(members))
+        self.members = members
         self.shadows = [make_shadow(member) for member in self.members]
         networks = 2 * len(self.members)
         self.views = list(views) if views is not None else [keras.layers.Identity()] * networks
         if len(self.views) != networks:
             raise ValueError(f"`views` needs one entry per network ({networks}). "
                              f"Received: len(views)={len(self.views)}")
-        self.margin = margin
-        self.mining = mining
-        self.relational = relational
-        self.relational_weight = relational_weight
-        self.distance_weight = distance_weight
-        self.angle_weight = angle_weight
-        self.relational_temperature = relational_temperature
-        self.teachers = teachers
-        self.view_diversity = view_diversity
-        self.mutual = mutual
-        self.ema_decay = ema_decay
-        self.ema_warmup_steps = ema_warmup_steps
-        self.ema_every_steps = ema_every_steps
         self.seed = seed
         self.backbone_optimizer = None
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -189,21 +157,25 @@ class DM2Model(keras.Model):
         """One augmented view per network that runs: the members, then the shadows when
         they teach."""
         networks = len(self.views) if self.shadows_teach() else len(self.members)
-        if not self.view_diversity:
+        if not self.cohort_config.view_diversity:
             return [self.views[0](images, training=True)] * networks
         return [view(images, training=True) for view in self.views[:networks]]
 
     def shadows_teach(self):
-        return self.mutual and self.teachers in ("shadows", "both")
+        cohort = self.cohort_config
+        return cohort.mutual and cohort.teachers in ("shadows", "both")
 
     def teachers_of(self, m, member_embeddings, shadow_embeddings):
-        """Teachers of member m: its peers, all shadows, or both; none when `mutual` is
-        off."""
-        if not self.mutual:
+        """`[(weight, embeddings)]`: the teachers of member m, its peers (each weighing
+        `peer_weight`) and the shadows (`shadow_weight`; its own only with `own_shadow`)
+        as `teachers` says; none when `mutual` is off."""
+        cohort = self.cohort_config
+        if not cohort.mutual:
             return []
-        peers = [z for n, z in enumerate(member_embeddings) if n != m]
-        return {"peers": peers, "shadows": list(shadow_embeddings),
-                "both": peers + list(shadow_embeddings)}[self.teachers]
+        peers = [(cohort.peer_weight, z) for n, z in enumerate(member_embeddings) if n != m]
+        shadows = [(cohort.shadow_weight, z) for n, z in enumerate(shadow_embeddings)
+                   if n != m or cohort.own_shadow]
+        return {"peers": peers, "shadows": shadows, "both": peers + shadows}[cohort.teachers]
 
     def cohort_losses(self, labels, member_embeddings, shadow_embeddings, step=0):
         """Total loss and each member's terms, on the global batch.
@@ -211,15 +183,20 @@ class DM2Model(keras.Model):
         Args:
             step: int or int tensor. Seeds the sampling miners with the member index.
         """
+        loss = self.loss_config
         terms = {}
         for m, z in enumerate(member_embeddings):
             seed = tf.stack([tf.constant(self.seed + m, "int64"), tf.cast(step, "int64")])
-            terms[f"member{m}_triplet"] = triplet_loss(labels, z, self.margin, self.mining, seed)
-            relational = [relational_loss(z, teacher, self.relational, self.distance_weight,
-                                          self.angle_weight, self.relational_temperature)
-                          for teacher in self.teachers_of(m, member_embeddings, shadow_embeddings)]
-            terms[f"member{m}_relational"] = tf.reduce_mean(relational) if relational else 0.0
-        total = sum(terms[f"member{m}_triplet"] + self.relational_weight * terms[f"member{m}_relational"]
+            terms[f"member{m}_triplet"] = triplet_loss(labels, z, loss.margin, loss.mining, seed,
+                                                       loss.triplet_reduction)
+            teachers = [(weight, teacher) for weight, teacher
+                        in self.teachers_of(m, member_embeddings, shadow_embeddings) if weight > 0]
+            relational = [weight * relational_loss(z, teacher, loss.relational, loss.distance_weight,
+                                                   loss.angle_weight, loss.relational_temperature)
+                          for weight, teacher in teachers]
+            terms[f"member{m}_relational"] = (
+                tf.add_n(relational) / sum(weight for weight, _ in teachers) if relational else 0.0)
+        total = sum(terms[f"member{m}_triplet"] + loss.relational_weight * terms[f"member{m}_relational"]
                     for m in range(len(member_embeddings)))
         return total, terms
 
@@ -270,20 +247,21 @@ class DM2Model(keras.Model):
                                                 unconnected_gradients="zero"))
                      for term in ("relational", "triplet")]
             ratios[f"member{m}_gradient_ratio"] = tf.math.divide_no_nan(
-                self.relational_weight * pulls[0], pulls[1])
+                self.loss_config.relational_weight * pulls[0], pulls[1])
         return ratios
 
     def shadow_decay(self):
         """tau_t at the optimizer step t just taken: the window 1 / (1 - tau_t) grows
         linearly from 1 at t = 0 to 1 / (1 - tau) at t = `ema_warmup_steps`, then stays;
         1 (no change) between updates when `ema_every_steps` > 1."""
+        cohort = self.cohort_config
         step = tf.cast(self.optimizer.iterations, "float32")
-        decay = tf.constant(self.ema_decay, "float32")
-        if self.ema_warmup_steps:
-            progress = tf.minimum(step / float(self.ema_warmup_steps), 1.0)
-            window = 1.0 + (1.0 / (1.0 - self.ema_decay) - 1.0) * progress
+        decay = tf.constant(cohort.ema_decay, "float32")
+        if cohort.ema_warmup_steps:
+            progress = tf.minimum(step / float(cohort.ema_warmup_steps), 1.0)
+            window = 1.0 + (1.0 / (1.0 - cohort.ema_decay) - 1.0) * progress
             decay = tf.where(progress < 1.0, 1.0 - 1.0 / window, decay)
-        due = tf.equal(tf.math.floormod(step, float(self.ema_every_steps)), 0.0)
+        due = tf.equal(tf.math.floormod(step, float(cohort.ema_every_steps)), 0.0)
         return tf.where(due, decay, 1.0)
 
     def update_shadows(self):
@@ -311,19 +289,8 @@ class DM2Model(keras.Model):
             **super().get_config(),
             "members": [keras.saving.serialize_keras_object(m) for m in self.members],
             "views": [keras.saving.serialize_keras_object(v) for v in self.views],
-            "margin": self.margin,
-            "mining": self.mining,
-            "relational": self.relational,
-            "relational_weight": self.relational_weight,
-            "distance_weight": self.distance_weight,
-            "angle_weight": self.angle_weight,
-            "relational_temperature": self.relational_temperature,
-            "teachers": self.teachers,
-            "view_diversity": self.view_diversity,
-            "mutual": self.mutual,
-            "ema_decay": self.ema_decay,
-            "ema_warmup_steps": self.ema_warmup_steps,
-            "ema_every_steps": self.ema_every_steps,
+            "loss": dataclasses.asdict(self.loss_config),
+            "cohort": dataclasses.asdict(self.cohort_config),
             "seed": self.seed,
         }
 
@@ -331,4 +298,6 @@ class DM2Model(keras.Model):
     def from_config(cls, config):
         config["members"] = [keras.saving.deserialize_keras_object(m) for m in config["members"]]
         config["views"] = [keras.saving.deserialize_keras_object(v) for v in config["views"]]
+        config["loss"] = LossConfig(**config["loss"])
+        config["cohort"] = CohortConfig(**config["cohort"])
         return cls(**config)

@@ -1,11 +1,13 @@
 """Optimizers and learning-rate schedules from `TrainConfig`.
 
 Keras 3 optimizers take one learning rate, so a cohort with its own backbone learning
-rate gets two Adam optimizers: one for the members' heads, one for their backbones
-(`DM2Model.compile(optimizer=..., backbone_optimizer=...)`). Both follow the same schedule.
+rate (or backbones frozen for their first steps) gets two Adam optimizers: one for the
+members' heads, one for their backbones (`DM2Model.compile(optimizer=...,
+backbone_optimizer=...)`). Both follow the same schedule, each after its own warm-up.
 """
 
 import keras
+import tensorflow as tf
 
 
 def _constant(learning_rate, train_config, steps_per_epoch):
@@ -31,28 +33,67 @@ def _cosine(learning_rate, train_config, steps_per_epoch):
 SCHEDULES = {"constant": _constant, "step": _step, "cosine": _cosine}
 
 
+@keras.saving.register_keras_serializable(package="dmml_tf")
+class WarmUp(keras.optimizers.schedules.LearningRateSchedule):
+    """`schedule`, but 0 before step `start` and rising linearly over the next
+    `warmup_steps` steps: at step start + k it is schedule(step) * (k + 1) / warmup_steps.
+
+    Args:
+        schedule: float or `LearningRateSchedule`. The learning rate after the warm-up.
+        warmup_steps: int. Length of the linear rise (0: none).
+        start: int. Steps before which the learning rate is 0 (frozen weights).
+    """
+
+    def __init__(self, schedule, warmup_steps, start=0):
+        self.schedule = schedule
+        self.warmup_steps = warmup_steps
+        self.start = start
+
+    def __call__(self, step):
+        step = tf.cast(step, "float32")
+        value = self.schedule(step) if callable(self.schedule) else tf.constant(self.schedule, "float32")
+        progress = tf.minimum((step - self.start + 1.0) / max(self.warmup_steps, 1), 1.0)
+        return tf.where(step < self.start, 0.0, value * progress)
+
+    def get_config(self):
+        schedule = self.schedule
+        if callable(schedule):
+            schedule = keras.saving.serialize_keras_object(schedule)
+        return {"schedule": schedule, "warmup_steps": self.warmup_steps, "start": self.start}
+
+    @classmethod
+    def from_config(cls, config):
+        if isinstance(config["schedule"], dict):
+            config["schedule"] = keras.saving.deserialize_keras_object(config["schedule"])
+        return cls(**config)
+
+
 def build_optimizers(train_config, steps_per_epoch):
     """`(optimizer, backbone_optimizer)` for `DM2Model.compile`.
 
-    `backbone_optimizer` is `None` unless `train.backbone_learning_rate` is set; then
-    `optimizer` trains only the heads.
+    `backbone_optimizer` is `None` unless `train.backbone_learning_rate` or
+    `train.backbone_frozen_steps` is set; then `optimizer` trains only the heads.
 
     Args:
         train_config: `dmml_tf.config.TrainConfig`.
         steps_per_epoch: int. Steps of one epoch, to place the schedule's milestones.
     """
-    def adam(learning_rate, name):
+    def adam(learning_rate, name, start=0):
         schedule = SCHEDULES[train_config.schedule](learning_rate, train_config, steps_per_epoch)
+        if train_config.warmup_steps or start:
+            schedule = WarmUp(schedule, train_config.warmup_steps, start)
         return keras.optimizers.Adam(schedule, weight_decay=train_config.weight_decay or None,
                                      name=name)
 
-    if train_config.backbone_learning_rate is None:
+    if not train_config.backbones_apart():
         optimizer = adam(train_config.learning_rate, "adam")
         if train_config.precision == "mixed_float16":  # float16 gradients underflow unscaled
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         return optimizer, None
+    backbone_learning_rate = (train_config.learning_rate if train_config.backbone_learning_rate is None
+                              else train_config.backbone_learning_rate)
     return (adam(train_config.learning_rate, "head_adam"),
-            adam(train_config.backbone_learning_rate, "backbone_adam"))
+            adam(backbone_learning_rate, "backbone_adam", train_config.backbone_frozen_steps))
 
 
 class LearningRateLogger(keras.callbacks.Callback):

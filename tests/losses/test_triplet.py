@@ -34,11 +34,13 @@ def reference_triplets(labels, dist, mining, uniform):
     return triplets
 
 
-def reference_triplet_loss(labels, embeddings, margin, mining, seed=(0, 0)):
+def reference_triplet_loss(labels, embeddings, margin, mining, seed=(0, 0), reduction="all"):
     dist = np.sqrt(((embeddings[:, None] - embeddings[None]) ** 2).sum(-1))
     uniform = tf.random.stateless_uniform(dist.shape, seed).numpy()
     losses = [max(dist[a, p] - dist[a, n] + margin, 0.0)
               for a, p, n in reference_triplets(labels, dist, mining, uniform)]
+    if reduction == "nonzero":
+        losses = [loss for loss in losses if loss > 0]
     return float(np.mean(losses)) if losses else 0.0
 
 
@@ -57,6 +59,28 @@ def test_matches_loop_reference(mining, seed, margin):
     expected = reference_triplet_loss(labels, embeddings, margin, mining, seed=(seed, 7))
     assert expected > 0
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mining", MININGS)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_nonzero_reduction_matches_loop_reference(mining, seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 4, size=12)
+    embeddings = unit(rng.normal(size=(12, 5))).astype(np.float32)
+    got = triplet_loss(labels, embeddings, 0.2, mining, (seed, 7), reduction="nonzero").numpy()
+    expected = reference_triplet_loss(labels, embeddings, 0.2, mining, (seed, 7), "nonzero")
+    everything = reference_triplet_loss(labels, embeddings, 0.2, mining, (seed, 7))
+    if mining != "batch_hard":  # some mined pairs are already solved: the means differ
+        assert expected > everything
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_nonzero_reduction_of_solved_pairs_is_zero_with_finite_gradient():
+    embeddings = tf.Variable(np.array([[1, 0], [1, 0], [0, 1], [0, 1]], "float32"))
+    with tf.GradientTape() as tape:
+        loss = triplet_loss(tf.constant([0, 0, 1, 1]), embeddings, reduction="nonzero")
+    assert loss.numpy() == 0.0
+    assert np.all(np.isfinite(tape.gradient(loss, embeddings).numpy()))
 
 
 def test_minings_differ():
@@ -110,13 +134,14 @@ def test_gradient_matches_finite_differences(mining):
 
 
 def test_keras_loss_wrapper_round_trips_config():
-    loss = TripletLoss(margin=0.3, mining="batch_hard")
+    loss = TripletLoss(margin=0.3, mining="batch_hard", reduction="nonzero")
     restored = TripletLoss.from_config(loss.get_config())
-    assert (restored.margin, restored.mining) == (0.3, "batch_hard")
+    assert (restored.margin, restored.mining, restored.triplet_reduction) == (0.3, "batch_hard", "nonzero")
     labels = np.array([0, 0, 1, 1])
     embeddings = unit(np.random.default_rng(0).normal(size=(4, 3))).astype("float32")
     np.testing.assert_allclose(
-        restored(labels, embeddings), triplet_loss(labels, embeddings, 0.3, "batch_hard"), rtol=1e-6
+        restored(labels, embeddings),
+        triplet_loss(labels, embeddings, 0.3, "batch_hard", reduction="nonzero"), rtol=1e-6
     )
 
 

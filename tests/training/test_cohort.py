@@ -120,3 +120,28 @@ def test_mixed_precision_backbones_with_float32_heads_losses_and_shadows(precisi
     assert embeddings.dtype == "float32"
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-5)
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+
+
+def test_head_dropout_is_seeded_per_member_and_off_in_inference():
+    model = tiny_cohort("model.dropout=0.5")
+    images, _ = tiny_batch()
+    member0, member1 = model.members
+    assert [m.get_layer("dropout").seed for m in model.members] == [0, 1]
+    inference = member0(images, training=False).numpy()
+    np.testing.assert_array_equal(inference, member0(images, training=False).numpy())
+    assert not np.allclose(inference, member0(images, training=True).numpy())
+    np.testing.assert_array_equal(inference, model.shadows[0](images, training=False).numpy())
+
+
+def test_backbones_stay_frozen_for_their_first_steps_then_train():
+    model = tiny_cohort("train.learning_rate=0.01", "train.backbone_frozen_steps=2")
+    backbone = model.members[0].get_layer("frozen_batchnorm").layer
+    head = model.members[0].get_layer("head")
+    images, labels = tiny_batch()
+    weights = lambda layer: [w.numpy().copy() for w in layer.trainable_weights]  # noqa: E731
+    start_backbone, start_head = weights(backbone), weights(head)
+    model.fit(images, labels, batch_size=16, epochs=2, verbose=0)  # steps 0 and 1: frozen
+    assert all(np.array_equal(a, b) for a, b in zip(start_backbone, weights(backbone)))
+    assert not np.array_equal(start_head[0], weights(head)[0])
+    model.fit(images, labels, batch_size=16, epochs=1, verbose=0)  # step 2 trains the backbone
+    assert not all(np.array_equal(a, b) for a, b in zip(start_backbone, weights(backbone)))

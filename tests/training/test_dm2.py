@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import keras
 import pytest
@@ -55,11 +57,38 @@ def test_total_loss_is_triplet_plus_lambda_times_mean_over_teachers(batch, minin
 )
 def test_switches_select_teachers(switches, expected):
     model = make_model(members=3, **switches)
-    assert model.teachers_of(0, ["z0", "z1", "z2"], ["s0", "s1", "s2"]) == expected
+    assert model.teachers_of(0, ["z0", "z1", "z2"], ["s0", "s1", "s2"]) == [(1.0, t) for t in expected]
+
+
+def test_teacher_weights_and_own_shadow():
+    model = make_model(members=3, peer_weight=2.0, shadow_weight=0.5, own_shadow=False)
+    assert model.teachers_of(1, ["z0", "z1", "z2"], ["s0", "s1", "s2"]) == [
+        (2.0, "z0"), (2.0, "z2"), (0.5, "s0"), (0.5, "s2")]
+
+
+def test_relational_term_is_the_weighted_mean_over_teachers(batch):
+    images, labels = batch
+    model = make_model(relational_weight=3.0, peer_weight=3.0, shadow_weight=1.0, own_shadow=False)
+    z = [member(images) for member in model.members]
+    zbar = [shadow(images) for shadow in model.shadows]
+    _, terms = model.cohort_losses(labels, z, zbar)
+    for m in range(2):  # the peer weighs 3, the other member's shadow 1, its own shadow 0
+        expected = (3.0 * relational_distance_loss(z[m], z[1 - m]).numpy()
+                    + relational_distance_loss(z[m], zbar[1 - m]).numpy()) / 4.0
+        np.testing.assert_allclose(terms[f"member{m}_relational"].numpy(), expected, rtol=1e-6)
+
+
+def test_settings_come_from_the_config_objects_and_keywords_override_them():
+    from dmml_tf.config import CohortConfig, LossConfig
+
+    model = make_model(loss=LossConfig(margin=0.3, relational_weight=5.0),
+                       cohort=CohortConfig(teachers="peers"), relational_weight=7.0)
+    assert (model.loss_config.margin, model.loss_config.relational_weight) == (0.3, 7.0)
+    assert model.cohort_config.teachers == "peers" and model.cohort_config.members == 2
 
 
 def test_unknown_teachers_are_rejected():
-    with pytest.raises(ValueError, match="Received: teachers='shadow'"):
+    with pytest.raises(ValueError, match="Received: cohort.teachers='shadow'"):
         make_model(teachers="shadow")
 
 
@@ -200,9 +229,13 @@ def test_config_round_trip_keeps_every_hyperparameter():
     options = dict(margin=0.3, mining="distance_weighted", relational_weight=5.0,
                    distance_weight=0.5, angle_weight=2.0, teachers="peers", view_diversity=False,
                    mutual=True, ema_decay=0.95, ema_warmup_steps=0, ema_every_steps=3, seed=7,
-                   relational="similarity_kl", relational_temperature=0.3)
+                   relational="similarity_kl", relational_temperature=0.3,
+                   triplet_reduction="nonzero", peer_weight=2.0, shadow_weight=0.5,
+                   own_shadow=False)
     restored = DM2Model.from_config(make_model(**options).get_config())
-    assert {key: getattr(restored, key) for key in options} == options
+    settings = {**dataclasses.asdict(restored.loss_config),
+                **dataclasses.asdict(restored.cohort_config), "seed": restored.seed}
+    assert {key: settings[key] for key in options} == options
     assert len(restored.members) == len(restored.shadows) == 2
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from dmml_tf.config import TrainConfig, load_config
 from dmml_tf.errors import ConfigError
-from dmml_tf.training.optimizers import SCHEDULES, LearningRateLogger, build_optimizers
+from dmml_tf.training.optimizers import SCHEDULES, LearningRateLogger, WarmUp, build_optimizers
 
 STEPS = 10  # steps per epoch
 
@@ -46,10 +46,30 @@ def test_backbone_learning_rate_gives_a_second_optimizer_with_the_same_schedule(
     assert head.weight_decay == backbone.weight_decay == pytest.approx(1e-4)
 
 
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_warm_up_and_frozen_backbones_follow_their_formulas(schedule):
+    config = TrainConfig(epochs=5, learning_rate=0.1, schedule=schedule, warmup_steps=4,
+                         backbone_frozen_steps=10)
+    head, backbone = build_optimizers(config, STEPS)
+    for step in (0, 1, 3, 4, 9, 10, 11, 13, 14, 30):
+        after = reference_learning_rate(config, step)
+        np.testing.assert_allclose(learning_rate_at(head, step), after * min((step + 1) / 4, 1),
+                                   rtol=1e-5, atol=1e-9)
+        frozen = 0.0 if step < 10 else after * min((step - 10 + 1) / 4, 1)
+        np.testing.assert_allclose(learning_rate_at(backbone, step), frozen, rtol=1e-5, atol=1e-9)
+
+
+def test_warm_up_schedule_round_trips_its_config():
+    original = WarmUp(keras.optimizers.schedules.CosineDecay(0.1, 50), 4, start=2)
+    restored = WarmUp.from_config(original.get_config())
+    for step in (0, 2, 5, 40):
+        assert float(restored(step)) == pytest.approx(float(original(step)))
+
+
 @pytest.mark.parametrize("key", ["train.schedule", "loss.mining", "cohort.teachers"])
 def test_config_supports_exactly_the_registered_names(key):
     from dmml_tf.losses.triplet import MINERS
-    from dmml_tf.training.dm2 import TEACHERS
+    from dmml_tf.config import TEACHERS
 
     registered = {"train.schedule": SCHEDULES, "loss.mining": MINERS, "cohort.teachers": TEACHERS}[key]
     with pytest.raises(ConfigError) as error:
