@@ -4,7 +4,7 @@
 
 Reads docs/results_regime_<regime>_validation.json (written by `reproduce.py validation`)
 and the independent runs' metrics.json under benchmarks/results/regimes/<regime>/. The
-rule (docs/results.md, written before the runs): a regime qualifies only if its
+rule (docs/results_emoji_styles.md, written before the runs): a regime qualifies only if its
 independent training learns (its ensemble's mean Recall@1 above the backbone's before
 training); among those, the highest mean of the members' and the ensemble's mean paired
 Recall@1 difference. Prints a markdown table and the chosen regime.

@@ -11,6 +11,13 @@ seed, and the mean paired difference is reported with its 95 % t-interval.
     # 2. The test comparison with the chosen setting (its overrides as --set):
     python benchmarks/reproduce.py test --epochs 3 --set loss.relational_weight=30
 
+On icon_concepts (docs/results.md, "Protocol"), independent training is tuned first, then
+every DM2 candidate of the `diversity` protocol runs on the schedule it chose:
+
+    python benchmarks/reproduce.py grid --dataset icon_concepts
+    python benchmarks/reproduce.py validation --dataset icon_concepts --protocol diversity \
+        --epochs E --set train.learning_rate=LR
+
 `test` runs DM2 and independent training at equal epochs (5 seeds), independent training
 at DM2's wall time (it gets the extra steps that DM2's slower step costs; 3 seeds), and
 DM2 without each diversity (3 seeds; `--equal-epochs-only` skips these two). Finished
@@ -22,6 +29,7 @@ import argparse
 import csv
 import json
 import math
+import re
 import statistics
 import sys
 import time
@@ -39,10 +47,11 @@ from dmml_tf.run import train  # noqa: E402
 
 BASELINE = "independent"
 INDEPENDENT = ["cohort.mutual=false"]
-# Validation candidates, each on top of configs/emoji_styles.yaml (rkd, lambda = 10,
-# tau = 0.99 with a 100-step warm-up). similarity_kl: S2SD's weight 50 at temperature 1;
+# Validation candidates, each on top of configs/<dataset>.yaml (rkd, lambda = 10,
+# tau = 0.99 with a 100-step warm-up), one set per protocol.
+# relational (emoji_styles' sweeps): similarity_kl: S2SD's weight 50 at temperature 1;
 # at 0.1, lambda * T^2 kept at S2SD's 50 * 1^2 (the usual scaling of distillation by T^2).
-CANDIDATES = {
+RELATIONAL = {
     "rkd lambda=1": ["loss.relational_weight=1"],
     "rkd lambda=10": [],
     "rkd lambda=30": ["loss.relational_weight=30"],
@@ -55,6 +64,27 @@ CANDIDATES = {
     "rkd lambda=10 warm-up 30 steps": ["cohort.ema_warmup_steps=30"],
     "rkd lambda=10 warm-up 300 steps": ["cohort.ema_warmup_steps=300"],
 }
+# diversity (icon_concepts): options that keep a cohort diverse when its members start
+# from one pretrained network, and how teachers are weighted; named before the runs.
+COMBINED = ["model.dropout=0.3", "cohort.peer_weight=2", "cohort.own_shadow=false",
+            "views.network_policies=[policy, strong_policy]", "loss.triplet_reduction=nonzero"]
+DIVERSITY = {
+    "default (rkd lambda=10, peers and shadows)": [],
+    "head dropout 0.3": ["model.dropout=0.3"],
+    "peer above shadows (2:1, own shadow off)": ["cohort.peer_weight=2", "cohort.own_shadow=false"],
+    "peers only": ["cohort.teachers=peers"],
+    "strong view for member 1": ["views.network_policies=[policy, strong_policy]"],
+    "nonzero triplet reduction": ["loss.triplet_reduction=nonzero"],
+    "lambda=30": ["loss.relational_weight=30"],
+    "three members": ["cohort.members=3"],
+    "combined (dropout, peer above shadows, strong view, nonzero)": COMBINED,
+}
+PROTOCOLS = {"relational": RELATIONAL, "diversity": DIVERSITY}
+# grid: independent training's learning rates; each runs GRID_EPOCHS[-1] epochs at a
+# constant rate, evaluated after each epoch count of GRID_EPOCHS (the same weights as a
+# run of that length).
+GRID_LEARNING_RATES = (1e-4, 3e-4, 1e-3)
+GRID_EPOCHS = (2, 4, 6, 8)
 # Test: DESIGN's ablations; peers teach through model diversity, shadows through temporal.
 ABLATIONS = {
     "dm2 without model diversity": ["cohort.own_seeds=false", "cohort.teachers=shadows"],
@@ -72,8 +102,9 @@ def run_arm(arm, overrides, seed, args):
     run_directory = args.work / args.split / slug / f"seed{seed}"
     metrics = run_directory / args.dataset / "metrics.json"
     if not metrics.is_file():
+        split = "test" if args.split == "test" else "validation"
         settings = [f"seed={seed}", f"train.epochs={args.epochs}", f"run_directory={run_directory}",
-                    "export.enabled=false", "evaluate.every_epochs=0", f"data.split={args.split}",
+                    "export.enabled=false", "evaluate.every_epochs=0", f"data.split={split}",
                     *args.overrides, *overrides]
         command = ["--dataset", args.dataset, *(i for s in settings for i in ("--set", s))]
         config = ROOT / "configs" / f"{args.dataset}.yaml"  # this checkout's, whatever the cwd
@@ -85,6 +116,10 @@ def run_arm(arm, overrides, seed, args):
         print(f"   {time.time() - started:.0f} s", flush=True)
     run = json.loads(metrics.read_text())
     run["gradient_ratio"] = last_gradient_ratio(run_directory / args.dataset / "history.csv")
+    evaluations = run_directory / args.dataset / "evaluation_history.json"
+    if evaluations.is_file():
+        run["evaluations"] = {entry["epoch"]: entry["results"]
+                              for entry in json.loads(evaluations.read_text())}
     return run
 
 
@@ -101,7 +136,7 @@ def network_metrics(run, network):
     """One run's metrics of `network`; `members` averages the online members."""
     if network != "members":
         return run[network]
-    members = [v for name, v in run.items() if name.startswith("member")]
+    members = [v for name, v in run.items() if re.fullmatch(r"member\d+", name)]
     return {m: statistics.mean(v[m] for v in members) for m in METRICS}
 
 
@@ -130,7 +165,7 @@ def compare(comparison, budget, runs, baseline_runs):
 
 
 def selection_score(records, comparison):
-    """The rule written in docs/results.md before the validation sweep: the mean of the
+    """The rule written in docs/results_emoji_styles.md and docs/results.md before each validation sweep: the mean of the
     members' and the ensemble's mean paired Recall@1 differences."""
     picked = {r["network"]: r["mean"] for r in records if r["comparison"] == comparison
               and r["metric"] == "recall@1"}
@@ -142,16 +177,53 @@ def validation(args):
     records, summary = [], {BASELINE: {  # its level, to read the differences against
         f"{n} {m}": statistics.mean(network_metrics(r, n)[m] for r in baseline)
         for n in NETWORKS for m in METRICS}}
-    for name in args.candidates:
-        runs = [run_arm(name, CANDIDATES[name], seed, args) for seed in args.seeds]
+    candidates = PROTOCOLS[args.protocol]
+    for name in args.candidates or list(candidates):
+        runs = [run_arm(name, candidates[name], seed, args) for seed in args.seeds]
         comparison = f"{name} - {BASELINE}"
         records += compare(comparison, "equal_epochs", runs, baseline)
         summary[name] = {"score": selection_score(records, comparison),
                          "gradient_ratio": statistics.mean(r["gradient_ratio"] for r in runs),
                          "training_seconds": statistics.mean(r["seconds"]["training"] for r in runs)}
         save(args, records, summary)  # after each candidate, so a partial sweep is readable
-    winner = max(args.candidates, key=lambda name: summary[name]["score"])
+    winner = max(args.candidates or list(candidates), key=lambda name: summary[name]["score"])
     print(f"\nchosen by the rule (highest mean of members' and ensemble's Recall@1 gain): {winner}")
+    return records, summary
+
+
+def level(results):
+    """The grid's score of one evaluation: the mean of the members' mean Recall@1 and the
+    ensemble's Recall@1."""
+    return (network_metrics(results, "members")["recall@1"] + results["ensemble"]["recall@1"]) / 2
+
+
+def grid(args):
+    """Independent training's learning rate and epochs, by the rule written before the
+    sweep: the highest mean `level` over the seeds, on validation classes; ties go to
+    fewer epochs, then the smaller rate."""
+    args.epochs = GRID_EPOCHS[-1]
+    summary, records = {}, []
+    for rate in GRID_LEARNING_RATES:
+        overrides = [*INDEPENDENT, f"train.learning_rate={rate}",
+                     f"evaluate.every_epochs={GRID_EPOCHS[0]}"]
+        runs = [run_arm(f"{BASELINE} lr={rate:g}", overrides, seed, args) for seed in args.seeds]
+        for epochs in GRID_EPOCHS:
+            levels = [level(run["evaluations"][epochs]) for run in runs]
+            members = [network_metrics(run["evaluations"][epochs], "members")["recall@1"] for run in runs]
+            ensemble = [run["evaluations"][epochs]["ensemble"]["recall@1"] for run in runs]
+            summary[f"lr={rate:g} epochs={epochs}"] = {
+                "learning_rate": rate, "epochs": epochs, "score": statistics.mean(levels),
+                "levels": levels, "members recall@1": statistics.mean(members),
+                "ensemble recall@1": statistics.mean(ensemble),
+                "before training": statistics.mean(level({
+                    name.removesuffix(" before training"): values for name, values in run.items()
+                    if name.endswith(" before training")}) for run in runs)}
+        save(args, records, summary)
+    best = max(summary.values(), key=lambda row: (round(row["score"], 6), -row["epochs"],
+                                                   -row["learning_rate"]))
+    summary["chosen"] = {"learning_rate": best["learning_rate"], "epochs": best["epochs"]}
+    print(f"\nchosen by the rule (highest mean level on validation classes): "
+          f"lr={best['learning_rate']:g}, {best['epochs']} epochs")
     return records, summary
 
 
@@ -237,14 +309,17 @@ def save(args, records, summary):
     Path(f"{out}.json").write_text(json.dumps(
         {"records": records, "summary": summary, "seeds": args.seeds, "epochs": args.epochs,
          "overrides": args.overrides}, indent=1))
-    plot(records, f"{out}.png")
+    if records:
+        plot(records, f"{out}.png")
     print(f"\n{table(records)}\n\n{json.dumps(summary, indent=1)}\n-> {out}.json, {out}.png",
           flush=True)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("split", choices=["validation", "test"])
+    parser.add_argument("split", choices=["grid", "validation", "test"],
+                        help="grid: independent training's learning rate and epochs (validation "
+                        "classes); validation: DM2 candidates; test: the chosen setting")
     parser.add_argument("--dataset", default="emoji_styles")
     parser.add_argument("--seeds", type=int, nargs="+", help="default: 0 1 2 for validation, "
                         "0 1 2 3 4 for test")
@@ -253,15 +328,18 @@ def main():
     parser.add_argument("--equal-epochs-only", action="store_true",
                         help="test: only DM2 against independent training at equal epochs")
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
+    parser.add_argument("--protocol", choices=list(PROTOCOLS), default="relational",
+                        help="validation: the set of candidates")
+    parser.add_argument("--candidates", nargs="+", choices=[n for c in PROTOCOLS.values() for n in c],
+                        help="validation: some of the protocol's candidates (default: all)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="an override for every arm, e.g. the chosen setting")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "reproduce")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
     args = parser.parse_args()
-    args.seeds = args.seeds or ([0, 1, 2] if args.split == "validation" else [0, 1, 2, 3, 4])
+    args.seeds = args.seeds or ([0, 1, 2, 3, 4] if args.split == "test" else [0, 1, 2])
     started = time.time()
-    records, summary = (validation if args.split == "validation" else test)(args)
+    records, summary = {"grid": grid, "validation": validation, "test": test}[args.split](args)
     save(args, records, summary)
     print(f"{len(args.seeds)} seeds, {args.epochs} epochs, split={args.split}, "
           f"{time.time() - started:.0f} s")

@@ -33,7 +33,8 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")  # Keras dtype polic
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    # emoji_styles (embedded), cub200, cars196, or folder:PATH (one subfolder per class).
+    # emoji_styles, icon_concepts (embedded), cub200, cars196, or folder:PATH (one subfolder
+    # per class).
     dataset: str = "emoji_styles"
     # cub200, cars196: the folder holding the dataset's files (null: $DMML_DATA_DIR/<dataset>,
     # else ~/.cache/dmml_tf/<dataset>).

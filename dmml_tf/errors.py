@@ -24,3 +24,7 @@ class TrainingError(DMMLError):
 
 class ClusterError(DMMLError):
     """A worker of a multi-machine job stopped; the message says how to resume."""
+
+
+class InUseError(DMMLError):
+    """A run directory is in use by another process (named in the message)."""

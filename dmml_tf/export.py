@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from dmml_tf.data.pipeline import evaluation_transform
 from dmml_tf.errors import ConfigError
-from dmml_tf.files import atomic_directory
+from dmml_tf.files import atomic_directory, directory_lock
 
 SIGNATURE_KEY = "serving_default"
 BYTES_SIGNATURE_KEY = "serve_bytes"
@@ -113,23 +113,27 @@ def export_embedder(model, export_dir, image_size, resize_size=0, version=None,
             "The model must be built (called once or given an Input) before export. "
             f"Received: model={model.name}"
         )
-    export_dir = Path(export_dir)
-    export_dir.mkdir(parents=True, exist_ok=True)
-    if version is None:
-        version = next_version(export_dir)
-    if not _is_int(version) or version < 0:
+    if version is not None and (not _is_int(version) or version < 0):
         raise ConfigError(
             f"version must be a non-negative integer. Received: version={version}"
         )
-    final_dir = export_dir / str(version)
-    if final_dir.exists():
-        raise ConfigError(
-            f"{final_dir} already exists; TF Serving versions are immutable, pick "
-            f"another version or leave it unset. Received: version={version}"
-        )
     # Serialise first so a bad value fails before the slow save.
     metadata_text = None if metadata is None else json.dumps(metadata, indent=2)
+    # One export at a time per model: two processes exporting into one directory get
+    # versions n and n + 1, never the same one.
+    with directory_lock(export_dir, wait=True):
+        final_dir = Path(export_dir) / str(next_version(export_dir) if version is None else version)
+        if final_dir.exists():
+            raise ConfigError(
+                f"{final_dir} already exists; TF Serving versions are immutable, pick "
+                f"another version or leave it unset. Received: version={version}"
+            )
+        _save(model, final_dir, image_size, resize_size, metadata_text)
+    return final_dir
 
+
+def _save(model, final_dir, image_size, resize_size, metadata_text):
+    """The SavedModel with its signatures, and its metadata, written whole at `final_dir`."""
     with atomic_directory(final_dir) as partial:
         module = _ServingModule(model, image_size, resize_size)
         tf.saved_model.save(module, str(partial), signatures={
@@ -138,7 +142,6 @@ def export_embedder(model, export_dir, image_size, resize_size=0, version=None,
             extra_dir = partial / "assets.extra"
             extra_dir.mkdir()
             (extra_dir / METADATA_FILE).write_text(metadata_text + "\n")
-    return final_dir
 
 
 def next_version(export_dir):

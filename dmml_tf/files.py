@@ -1,10 +1,16 @@
-"""Directories that appear whole or not at all."""
+"""Directories that appear whole or not at all, and directories one process at a time."""
 
 import contextlib
+import fcntl
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
+
+from dmml_tf.errors import InUseError
+
+LOCK_FILE = ".lock"
 
 
 @contextlib.contextmanager
@@ -36,3 +42,38 @@ def atomic_directory(final_dir):
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def directory_lock(directory, wait=False):
+    """Holds an exclusive lock on `directory` (through its `.lock` file) while the block runs.
+
+    The operating system drops the lock when its process ends, killed or not, so a lock is
+    never left stuck; the file keeps the holder's process id and command for the message
+    another process gets.
+
+    Args:
+        directory: str or `Path`. Created if missing.
+        wait: bool. Wait for the holder to finish instead of raising. Defaults to `False`.
+
+    Raises:
+        InUseError: another process holds the lock and `wait` is off.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / LOCK_FILE, "a+") as file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            file.seek(0)
+            holder = file.read().strip() or "another process"
+            raise InUseError(f"{directory} is in use by {holder}: one run per directory. Wait "
+                             "for it to finish or stop it, or give this run another "
+                             "run_directory.") from None
+        file.truncate(0)
+        file.write(f"process {os.getpid()} ({' '.join(sys.argv)[:200]})\n")
+        file.flush()
+        try:
+            yield
+        finally:
+            file.truncate(0)  # the lock itself goes with the file's closing

@@ -22,6 +22,7 @@ from dmml_tf.data.sampler import steps_per_epoch
 from dmml_tf.data.views import check_views
 from dmml_tf.errors import ConfigError
 from dmml_tf.export import export_embedder
+from dmml_tf.files import directory_lock
 from dmml_tf.retrieval.evaluate import (embed_networks, evaluate_embeddings, results_table,
                                        terminal_progress)
 from dmml_tf.retrieval.gallery import build_gallery_index, retrieval_grid
@@ -243,9 +244,10 @@ def evaluate_run(run_directory, overrides=()):
     """Evaluate a finished run again from its saved weights; returns the results table."""
     config = load_run(run_directory, overrides)
     splits = build_data(config)
-    table, embeddings = evaluate(config, restore_cohort(config, run_directory), splits,
-                                 Path(run_directory))
-    pictures(config, splits, Path(run_directory), embeddings)
+    with directory_lock(run_directory):
+        table, embeddings = evaluate(config, restore_cohort(config, run_directory), splits,
+                                     Path(run_directory))
+        pictures(config, splits, Path(run_directory), embeddings)
     return table
 
 
@@ -274,7 +276,8 @@ def train(config):
     check_views(config.views, config.cohort.members)  # the last config check, before work
     keras.utils.set_random_seed(config.seed)
     # Only the chief writes where the user looks; other workers write into a temporary folder.
-    with lost_worker_error(config.run_folder()), worker_outputs(config, strategy) as config:
+    with lost_worker_error(config.run_folder()), worker_outputs(config, strategy) as config, \
+            directory_lock(config.run_folder()):  # one run per run directory
         run_directory = config.run_folder()
         save_config(config, run_directory / "config.yaml")
 

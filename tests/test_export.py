@@ -14,6 +14,7 @@ from PIL import Image
 from dmml_tf.data.pipeline import evaluation_transform
 from dmml_tf.errors import ConfigError
 from dmml_tf.export import export_embedder
+from dmml_tf.files import LOCK_FILE
 
 IMAGE_SIZE = 32
 
@@ -60,7 +61,7 @@ def images():
 
 
 def version_dirs(export_dir):
-    return sorted(path.name for path in export_dir.iterdir())
+    return sorted(path.name for path in export_dir.iterdir() if path.name != LOCK_FILE)
 
 
 @pytest.mark.slow
@@ -241,3 +242,26 @@ def test_saved_model_cli_lists_and_runs_both_signatures(exported, embedder, tmp_
         assert ran.returncode == 0, ran.stderr
         np.testing.assert_allclose(np.load(outdir / "embeddings.npy"), expected[signature],
                                    atol=1e-5)
+
+
+EXPORT_SCRIPT = """
+import sys
+import keras
+from dmml_tf.export import export_embedder
+from dmml_tf.files import LOCK_FILE
+
+model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.GlobalAveragePooling2D(),
+                          keras.layers.UnitNormalization()])
+print(export_embedder(model, sys.argv[1], image_size=8).name, flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_exporting_into_one_model_get_versions_1_and_2(tmp_path):
+    exports = [subprocess.Popen([sys.executable, "-c", EXPORT_SCRIPT, str(tmp_path / "model")],
+                                cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [export.communicate(timeout=300) for export in exports]
+    assert [export.returncode for export in exports] == [0, 0], [err[-2000:] for _, err in outputs]
+    assert sorted(out.strip() for out, _ in outputs) == ["1", "2"]
+    assert version_dirs(tmp_path / "model") == ["1", "2"]

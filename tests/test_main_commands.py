@@ -97,3 +97,18 @@ def test_command_errors_are_one_line_and_exit_code_2(finished_run, args, message
     result = run_main(*args, cwd=finished_run)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_second_run_on_a_directory_in_use_stops_at_once(finished_run):
+    from tests.test_files import hold_lock
+
+    holder = hold_lock(finished_run / "runs/emoji_styles")
+    try:
+        second = run_main("--smoke", cwd=finished_run)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert second.returncode == 2
+    assert f"runs/emoji_styles is in use by process {holder.pid}" in second.stderr
+    assert "Traceback" not in second.stderr

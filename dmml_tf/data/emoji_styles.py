@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -25,6 +24,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from dmml_tf.data.npm import fetch_package
 from dmml_tf.errors import DataError
 
 # Style (Iconify prefix) -> (pinned npm version, SPDX licence the package declares).
@@ -43,7 +43,6 @@ ATTRIBUTION = Path(__file__).with_name("EMOJI_ATTRIBUTION.md")
 # Recorded in the cache: a cache built from other versions or by an older build is rebuilt.
 _SOURCES = " ".join(f"{style}@{version}" for style, (version, _) in ICON_SETS.items()) + \
     " without-ambiguous-images"
-_NO_NPM_HINT = "or set DMML_DATA_DIR to a folder holding a built cache"
 
 
 @dataclass(frozen=True)
@@ -136,7 +135,8 @@ def group_key(sequence: str) -> str:
 
 def _build(folder, image_size, max_classes):
     packages = {
-        style: _read_package(_fetch(style, version, folder / "npm"))
+        style: _read_package(
+            fetch_package(f"@iconify-json/{style}", version, folder / "npm", "emoji_styles"))
         for style, (version, _) in ICON_SETS.items()
     }
     sequences, names = _sequences_by_style(packages)
@@ -191,34 +191,6 @@ def drop_ambiguous_images(data):
         class_groups=data.class_groups,
         styles=tuple(style for style, kept in zip(data.styles, keep) if kept),
     )
-
-
-def _fetch(style, version, folder):
-    """Path of the package's tarball, fetched with `npm pack` unless already there."""
-    spec = f"@iconify-json/{style}@{version}"
-    tarball = folder / f"iconify-json-{style}-{version}.tgz"
-    if tarball.exists():
-        return tarball
-    if shutil.which("npm") is None:
-        raise DataError(
-            f"npm not found, needed to fetch {spec}: the emoji_styles dataset is built from "
-            f"npm packages; install Node.js and npm (apt-get install npm) {_NO_NPM_HINT}"
-        )
-    print(f"emoji_styles: fetching {spec} with npm pack", file=sys.stderr)
-    folder.mkdir(parents=True, exist_ok=True)
-    # npm writes into a temporary folder: a failed download leaves no partial tarball.
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        command = ["npm", "pack", spec, "--pack-destination", tmp]
-        result = subprocess.run(command, cwd=tmp, capture_output=True, text=True)
-        packed = Path(tmp) / tarball.name
-        if result.returncode != 0 or not packed.exists():
-            raise DataError(
-                f"`npm pack {spec}` failed (exit code {result.returncode}): "
-                f"{result.stderr.strip()[-500:]}\nCheck that npm can reach its registry "
-                f"(npm ping) {_NO_NPM_HINT}"
-            )
-        os.replace(packed, tarball)
-    return tarball
 
 
 def _read_package(tarball):

@@ -1,8 +1,11 @@
 """`folder:PATH`: the user's own images, one subfolder per class.
 
     PATH/<class>/<image>            a seeded class-disjoint split (data.test_fraction)
-    PATH/train/<class>/<image>      or the user's split, used as it is
-    PATH/test/<class>/<image>
+    PATH/train/<class>/<image>      or the user's split, used as it is, when `train` and
+    PATH/test/<class>/<image>       `test` are PATH's only subfolders
+
+So a class may be called `train` or `test`: beside other classes it is a class, never a
+split.
 
 Images are JPEG, PNG, BMP or GIF files (any depth below the class folder; other files
 are ignored); grey and RGBA images are read as RGB.
@@ -38,20 +41,18 @@ def read_image_folder(path):
     Returns:
         `(images, class_names, in_train, notes)`: an `EncodedImages` of every image file;
         the class names (sorted); a bool array marking the images of `train/` (`None`
-        without `train/` and `test/`); log lines about empty class folders.
+        unless `train/` and `test/` are the only subfolders); log lines about empty class
+        folders.
     """
     root = Path(path).expanduser()
     if not root.is_dir():
         raise DataError(f"Image folder not found: {root}. `data.dataset: folder:PATH` needs a "
                         "folder with one subfolder of images per class. "
                         f"Received: data.dataset=folder:{path}")
-    given = [(root / side).is_dir() for side in ("train", "test")]
-    if any(given) and not all(given):
-        raise DataError(f"{root} has a `{'train' if given[0] else 'test'}` folder but no "
-                        f"`{'test' if given[0] else 'train'}` folder: give both (each with one "
-                        "subfolder per class) or neither (a seeded split by class).")
+    subfolders = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    given = subfolders == {"train", "test"}
     sides = {"train": class_files(root / "train"), "test": class_files(root / "test")} \
-        if all(given) else {"all": class_files(root)}
+        if given else {"all": class_files(root)}
     class_names = sorted({name for classes in sides.values() for name in classes})
     label_of = {name: label for label, name in enumerate(class_names)}
     paths, labels, in_train, notes = [], [], [], []
@@ -67,4 +68,4 @@ def read_image_folder(path):
         raise DataError(f"No JPEG, PNG, BMP or GIF images found in the class subfolders of "
                         f"{root}. Received: data.dataset=folder:{path}")
     images = EncodedImages(np.array(paths), np.array(labels, dtype=np.int64))
-    return images, tuple(class_names), np.array(in_train) if all(given) else None, notes
+    return images, tuple(class_names), np.array(in_train) if given else None, notes

@@ -1,12 +1,13 @@
 """Dataset registry: config name -> train and test images of disjoint classes.
 
     emoji_styles    the embedded default, decoded in memory
+    icon_concepts   embedded: icon names drawn by many icon sets, decoded in memory
     cub200          CUB-200-2011: classes 1-100 train, 101-200 test
     cars196         CARS-196: classes 1-98 train, 99-196 test
     folder:PATH     the user's images, one subfolder per class
 
-Every dataset but `emoji_styles` is streamed from encoded images; undecodable files are
-skipped and listed once.
+Every dataset but `emoji_styles` and `icon_concepts` is streamed from encoded images;
+undecodable files are skipped and listed once.
 """
 
 import dataclasses
@@ -19,6 +20,7 @@ from dmml_tf.config import DataConfig
 from dmml_tf.data import cars196, cub200
 from dmml_tf.data.bad_files import find_bad_files
 from dmml_tf.data.emoji_styles import load_emoji_styles
+from dmml_tf.data.icon_concepts import load_icon_concepts
 from dmml_tf.data.image_folder import read_image_folder
 from dmml_tf.data.pipeline import evaluation_images, training_dataset
 from dmml_tf.data.sources import ArrayImages
@@ -114,14 +116,28 @@ def split_encoded(name, images, class_names, in_train, data_config, seed, evalua
                            tuple(notes) + tuple(bad))
 
 
-def emoji_styles(data_config, seed, evaluate_batch_size, argument, log):
-    data = load_emoji_styles(data_config.image_size, max_classes=data_config.max_classes or None)
-    train_classes, test_classes = split_classes(data.class_groups, data_config.test_fraction, seed)
+def split_in_memory(name, data, class_groups, data_config, seed, evaluate_batch_size):
+    """An embedded dataset's seeded class-disjoint halves (`data.test_fraction`), a group
+    of classes never divided (`class_groups` None: every class is its own group)."""
+    train_classes, test_classes = split_classes(class_groups or data.class_names,
+                                                data_config.test_fraction, seed)
     everything = ArrayImages(data.images, data.labels)
-    return RetrievalSplits("emoji_styles", everything.subset(np.isin(data.labels, train_classes)),
+    return RetrievalSplits(name, everything.subset(np.isin(data.labels, train_classes)),
                            everything.subset(np.isin(data.labels, test_classes)),
                            data.class_names, data_config, evaluate_batch_size,
-                           class_groups=data.class_groups)
+                           class_groups=class_groups)
+
+
+def emoji_styles(data_config, seed, evaluate_batch_size, argument, log):
+    data = load_emoji_styles(data_config.image_size, max_classes=data_config.max_classes or None)
+    return split_in_memory("emoji_styles", data, data.class_groups, data_config, seed,
+                           evaluate_batch_size)
+
+
+def icon_concepts(data_config, seed, evaluate_batch_size, argument, log):
+    data = load_icon_concepts(data_config.image_size, max_classes=data_config.max_classes or None)
+    return split_in_memory("icon_concepts", data, None, data_config, seed,
+                           evaluate_batch_size)
 
 
 def image_folder(data_config, seed, evaluate_batch_size, argument, log):
@@ -145,6 +161,7 @@ def fixed_split(module):
 
 DATASETS = {
     "emoji_styles": emoji_styles,
+    "icon_concepts": icon_concepts,
     "cub200": fixed_split(cub200),
     "cars196": fixed_split(cars196),
     "folder": image_folder,
@@ -165,8 +182,9 @@ def load_dataset(data_config, seed, evaluate_batch_size=256, log=print):
     """
     kind, colon, argument = data_config.dataset.partition(":")
     if kind not in DATASETS or bool(colon) != (kind == "folder") or (colon and not argument):
-        raise ConfigError(f"Unknown dataset `data.dataset`. Known: emoji_styles, cub200, "
-                          f"cars196, folder:PATH. Received: data.dataset={data_config.dataset!r}")
+        raise ConfigError(f"Unknown dataset `data.dataset`. Known: emoji_styles, icon_concepts, "
+                          f"cub200, cars196, folder:PATH. Received: "
+                          f"data.dataset={data_config.dataset!r}")
     splits = DATASETS[kind](data_config, seed, evaluate_batch_size, argument, log)
     return hold_out_validation(splits, seed) if data_config.split == "validation" else splits
 

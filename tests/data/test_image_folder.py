@@ -50,6 +50,20 @@ def test_train_and_test_folders_are_used_as_given(tmp_path):
     assert sorted(set(splits.train_labels)) == [0, 1] and sorted(set(splits.test_labels)) == [2, 3]
 
 
+@pytest.mark.parametrize("classes", [{"train": 2, "plane": 3, "car": 2},
+                                     {"train": 2, "test": 2, "car": 2}, {"train": 3}],
+                         ids=["train", "train_and_test", "train_alone"])
+def test_a_class_named_train_or_test_beside_other_folders_is_a_class(tmp_path, classes):
+    make_classes(tmp_path, classes)
+    images, names, in_train, _ = read_image_folder(tmp_path)
+    assert names == tuple(sorted(classes)) and in_train is None
+    assert len(images.labels) == sum(classes.values())
+    if len(classes) > 1:  # a seeded split by class, `train` one of them
+        splits = load_dataset(DataConfig(dataset=f"folder:{tmp_path}", test_fraction=0.34),
+                              seed=0, log=lambda line: None)
+        assert len({*splits.train_labels, *splits.test_labels}) == len(classes)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_without_train_and_test_a_seeded_class_disjoint_split(tmp_path, seed):
     make_classes(tmp_path, {f"class{i}": 2 + i % 3 for i in range(10)})
@@ -72,9 +86,8 @@ def test_max_classes_keeps_evenly_spaced_classes(tmp_path):
 @pytest.mark.parametrize(
     "layout, message",
     [({}, "Image folder not found"),
-     ({"train/a": 2}, "has a `train` folder but no `test` folder"),
      ({"a": 0, "b": 0}, "No JPEG, PNG, BMP or GIF images found")],
-    ids=["missing", "train_only", "no_images"],
+    ids=["missing", "no_images"],
 )
 def test_unusable_folders_are_data_errors(tmp_path, layout, message):
     root = tmp_path / "data"

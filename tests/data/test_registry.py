@@ -16,7 +16,7 @@ from dmml_tf.errors import ConfigError, DataError
 @pytest.mark.parametrize("name", ["imagenette", "folder:", "cub200:/data", "folder"],
                          ids=["unknown", "folder_without_path", "argument_to_cub", "bare_folder"])
 def test_unknown_dataset_names_are_config_errors(name):
-    with pytest.raises(ConfigError, match=r"Unknown dataset `data.dataset`. Known: emoji_styles, "
+    with pytest.raises(ConfigError, match=r"Unknown dataset `data.dataset`. Known: emoji_styles, icon_concepts, "
                                           r"cub200, cars196, folder:PATH. Received: data.dataset="):
         load_dataset(DataConfig(dataset=name), seed=0)
 
