@@ -1,7 +1,8 @@
 """Input pipeline speed against the DM2 train step's, measured side by side in one run.
 
     python benchmarks/input_pipeline.py                              # configs/emoji_styles.yaml
-    python benchmarks/input_pipeline.py --config configs/cub200.yaml --set model.backbone=tiny_cnn
+    python benchmarks/input_pipeline.py --config configs/cub200.yaml \
+        --set model.backbone=tiny_cnn --set model.weights=null  # tiny_cnn: no pretrained weights
 
 Writes a folder of photo-sized JPEGs (CUB-200-2011's typical 500 x 375 by default), then
 times (1) the streamed training pipeline of `folder:` datasets with the config's data

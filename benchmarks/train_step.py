@@ -3,7 +3,8 @@ measured side by side in one run.
 
     python benchmarks/train_step.py                       # configs/emoji_styles.yaml: 64 px,
                                                           # 16 x 4 = 64 images, MobileNetV2
-    python benchmarks/train_step.py --set model.backbone=tiny_cnn --rounds 3
+    python benchmarks/train_step.py --set model.backbone=tiny_cnn --set model.weights=null \
+        --rounds 3                                        # tiny_cnn has no pretrained weights
     python benchmarks/train_step.py --skip xla precision    # the DM2 and fit steps only
 
 Builds, from the config (with `model.weights=null` unless set: weights do not change the
@@ -52,6 +53,7 @@ from dmml_tf.config import PRECISIONS, load_config  # noqa: E402
 from dmml_tf.retrieval.evaluate import embed_networks, retrieval_metrics  # noqa: E402
 from dmml_tf.run import (build_data, retrieval_evaluation, training_batches,  # noqa: E402
                          training_callbacks)
+from dmml_tf.training.checkpoints import ResumableCheckpoint  # noqa: E402
 from dmml_tf.training.cohort import build_cohort  # noqa: E402
 
 
@@ -92,11 +94,13 @@ def fit_cycles(args, strategy, splits, fixed_batches):
                                        *args.overrides])
     with strategy.scope():
         model = build_cohort(config, steps_per_epoch=100)
-    pipeline = training_batches(config, splits, strategy)
+    pipeline = training_batches(config, splits, strategy, start=0)  # as a new run
     cycles = {}
     with tempfile.TemporaryDirectory() as run_directory:
-        callbacks = training_callbacks(config, Path(run_directory),
-                                       retrieval_evaluation(config, splits, Path(run_directory)))
+        evaluation = retrieval_evaluation(config, splits, Path(run_directory))
+        checkpoint = ResumableCheckpoint(Path(run_directory) / "backup",
+                                         config.train.checkpoint_every_steps)
+        callbacks = training_callbacks(config, Path(run_directory), evaluation, checkpoint)
         for name, batches, extra in (("benchmark", fixed_batches, []), ("pipeline", pipeline, []),
                                      ("fit", pipeline, callbacks)):
             timer = StepCycles()
@@ -116,7 +120,7 @@ def precision_recalls(args, strategy, splits):
         keras.utils.set_random_seed(config.seed)
         with strategy.scope():
             model = build_cohort(config, steps_per_epoch=args.precision_steps)
-        model.fit(training_batches(config, splits, strategy), epochs=1, verbose=0,
+        model.fit(training_batches(config, splits, strategy, start=0), epochs=1, verbose=0,
                   steps_per_epoch=args.precision_steps, shuffle=False)
         ensemble = {"ensemble": model.networks()["ensemble"]}  # the one network scored
         embeddings = embed_networks(ensemble, splits.test_images, config.evaluate.batch_size)

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from dmml_tf.errors import ConfigError
+from dmml_tf.losses.metric_losses import METRIC_LOSSES
 from dmml_tf.losses.relational import RELATIONAL
 from dmml_tf.losses.triplet import MINERS, REDUCTIONS
 from dmml_tf.models.backbones import BACKBONES
@@ -25,6 +26,7 @@ from dmml_tf.models.backbones import BACKBONES
 # training.optimizers.SCHEDULES, training.distribute.STRATEGIES.
 DATASETS = ("emoji_styles", "icon_concepts", "cub200", "cars196", "folder:PATH")
 BACKENDS = ("scann", "exact")
+KEEP = ("last", "best")
 TEACHERS = ("peers", "shadows", "both")
 SCHEDULES = ("constant", "step", "cosine")
 STRATEGIES = ("mirrored", "multi_worker")
@@ -103,6 +105,10 @@ class ModelConfig:
     embedding_dim: int = 128
     # Backbone BatchNorm in inference mode (frozen statistics, gamma/beta trained).
     freeze_batchnorm: bool = True
+    # With freeze_batchnorm off, under a strategy of several replicas: BatchNorm's batch
+    # statistics over the global batch (all replicas), as on one device; off, each
+    # replica normalises its own slice.
+    sync_batchnorm: bool = True
     # Dropout rate before each member's head, seeded per member: members that start from
     # one pretrained network differ from the first step (as in Deep Mutual Learning).
     dropout: float = 0.0
@@ -162,6 +168,14 @@ class CohortConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
+    # Each member's metric loss: triplet (margin, mining, triplet_reduction below) or one
+    # of dmml_tf.losses.METRIC_LOSSES (docs/losses.md), whose own keys go in
+    # metric_options, e.g. {margin: 0.3} for arcface; unset keys keep its paper's defaults.
+    metric: str = "triplet"
+    metric_options: dict = dataclasses.field(default_factory=dict)
+    # Proxy losses: the proxies' learning rate as a multiple of the heads' (null: the
+    # loss's paper, 100 for proxy_anchor, 1 for the softmax losses).
+    proxy_lr_multiplier: float | None = None
     margin: float = 0.2
     # semi_hard | batch_hard | distance_weighted (dmml_tf.losses.triplet.MINERS).
     mining: str = "semi_hard"
@@ -179,12 +193,44 @@ class LossConfig:
     relational_temperature: float = 1.0
 
     def __post_init__(self):
+        _check_choice("loss.metric", self.metric, ("triplet", *METRIC_LOSSES))
+        _check_metric_options(self.metric, self.metric_options)
+        if self.proxy_lr_multiplier is not None and self.proxy_lr_multiplier <= 0:
+            raise ConfigError("Config key `loss.proxy_lr_multiplier` must be positive or null. "
+                              f"Received: loss.proxy_lr_multiplier={self.proxy_lr_multiplier}")
         _check_choice("loss.mining", self.mining, tuple(MINERS))
         _check_choice("loss.triplet_reduction", self.triplet_reduction, REDUCTIONS)
         _check_choice("loss.relational", self.relational, tuple(RELATIONAL))
         if self.relational_temperature <= 0:
             raise ConfigError("Config key `loss.relational_temperature` must be positive. "
                               f"Received: loss.relational_temperature={self.relational_temperature}")
+
+
+    def uses_proxies(self):
+        """Whether the metric loss trains proxies (one vector per training class)."""
+        return self.metric != "triplet" and METRIC_LOSSES[self.metric].uses_proxies
+
+    def proxy_multiplier(self):
+        """The proxies' learning rate as a multiple of the heads'."""
+        return self.proxy_lr_multiplier or METRIC_LOSSES[self.metric].proxy_lr_multiplier
+
+
+def _check_metric_options(metric, options):
+    """Each key a keyword of the metric loss, each value of its default's type."""
+    defaults = {} if metric == "triplet" else METRIC_LOSSES[metric].defaults
+    for key, value in options.items():
+        name = f"loss.metric_options.{key}"
+        if key not in defaults:
+            known = ", ".join(defaults) or "none (its keys are margin, mining, triplet_reduction)"
+            raise ConfigError(f"Unknown config key `{name}` for loss.metric={metric}. "
+                              f"Known keys: {known}. Received: {name}={value!r}")
+        expected = type(defaults[key])
+        numeric = expected is float and isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (numeric or isinstance(value, expected)):
+            raise ConfigError(f"Config key `{name}` expects {expected.__name__}. "
+                              f"Received: {name}={value!r}")
+        if key == "reduction":
+            _check_choice(name, value, REDUCTIONS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,6 +329,11 @@ class EvaluateConfig:
     every_epochs: int = 4
     # The metric that picks the best epoch, `<network>/<metric>`.
     monitor: str = "ensemble/recall@1"
+    # Whose weights a run reports (metrics.json) and exports: the last epoch's, or the
+    # best evaluated epoch's by `monitor` (the last epoch included). Last by default: the
+    # best picked on the test classes would flatter their metrics (use best with
+    # data.split: validation).
+    keep: str = "last"
     # The retrieval grid picture: this many queries, each with its nearest neighbours.
     grid_queries: int = 8
     grid_neighbors: int = 5
@@ -353,6 +404,8 @@ def _check_value(key, value, annotation):
             return value
         if option is tuple and isinstance(value, (list, tuple)):
             return tuple(value)
+        if option is dict and isinstance(value, dict):
+            return dict(value)
     if float in options and isinstance(value, str):
         try:  # YAML 1.1 reads 1e-5 (no dot) as a string
             return float(value)
@@ -453,6 +506,11 @@ def _validate(config):
     if config.evaluate.every_epochs < 0:
         raise ConfigError("Config key `evaluate.every_epochs` must be 0 or more. "
                           f"Received: evaluate.every_epochs={config.evaluate.every_epochs}")
+    _check_choice("evaluate.keep", config.evaluate.keep, KEEP)
+    if config.evaluate.keep == "best" and not config.evaluate.every_epochs:
+        raise ConfigError("Config key `evaluate.keep: best` picks among the epochs evaluated "
+                          "during training; set evaluate.every_epochs to 1 or more. "
+                          "Received: evaluate.every_epochs=0")
     if any(not isinstance(k, int) or k < 1 for k in config.evaluate.recall_at):
         raise ConfigError("Config key `evaluate.recall_at` must list positive integers. "
                           f"Received: {config.evaluate.recall_at}")
@@ -480,7 +538,8 @@ def networks_of(config):
 
 def metrics_of(config):
     """The metrics every evaluation reports (dmml_tf.retrieval.evaluate)."""
-    return (*(f"recall@{k}" for k in config.evaluate.recall_at), "map@r", "r_precision", "nmi")
+    return (*(f"recall@{k}" for k in config.evaluate.recall_at), "map@r", "r_precision", "mrr",
+            "knn_accuracy", "nmi")
 
 
 def _set_nested(values, dotted_key, value):

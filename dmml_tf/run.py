@@ -12,15 +12,17 @@ benchmarks/ call these functions in-process. Each phase prints one numbered line
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from dmml_tf.config import config_to_dict, load_config, save_config
 from dmml_tf.data.registry import load_dataset
 from dmml_tf.data.sampler import steps_per_epoch
 from dmml_tf.data.views import check_views
-from dmml_tf.errors import ConfigError
+from dmml_tf.errors import ConfigError, WeightsError
 from dmml_tf.export import export_embedder
 from dmml_tf.files import directory_lock
 from dmml_tf.retrieval.evaluate import (embed_networks, evaluate_embeddings, results_table,
@@ -29,7 +31,8 @@ from dmml_tf.retrieval.gallery import build_gallery_index, retrieval_grid
 from dmml_tf.retrieval.plots import plot_metric_per_epoch
 from dmml_tf.retrieval.query import search_images
 from dmml_tf.training.callbacks import RetrievalEvaluation, evaluated_networks
-from dmml_tf.training.checkpoints import NonFiniteLossGuard, ResumableCheckpoint, StepTensorBoard
+from dmml_tf.training.checkpoints import (NonFiniteLossGuard, ResumableCheckpoint, StepTensorBoard,
+                                          optimizer_step, resume_fits)
 from dmml_tf.training.cohort import build_cohort, restore_cohort
 from dmml_tf.training.distribute import (SameStepCheck, build_strategy, distribute_batches,
                                          lost_worker_error, worker_outputs)
@@ -37,6 +40,7 @@ from dmml_tf.training.optimizers import LearningRateLogger
 
 EVALUATION_HISTORY = "evaluation_history.json"
 INITIAL_RESULTS = "initial.json"
+BEST_WEIGHTS = "best.weights.h5"  # evaluate.keep: best
 
 
 def build_data(config):
@@ -52,21 +56,36 @@ def build_model(config, splits, strategy):
     backbones = ", ".join(config.model.backbone_of(m) for m in range(config.cohort.members))
     print(f"[2/4] training a cohort of {config.cohort.members} members ({backbones})")
     with strategy.scope():
-        return build_cohort(config, training_steps_per_epoch(config, splits))
+        return build_cohort(config, training_steps_per_epoch(config, splits),
+                            np.unique(splits.train_labels))
 
 
 def fit_cohort(config, model, splits, run_directory, strategy):
-    """`fit`s the cohort; resumes from a checkpoint.
+    """`fit`s the cohort, from the checkpoint that a killed run left if there is one: the
+    weights, data stream, random streams, steps and epochs go on where it stopped, so the
+    run ends as it would have uninterrupted.
 
     Returns:
         The `RetrievalEvaluation` callback (its `seconds`: the evaluations during `fit`).
     """
     evaluation = retrieval_evaluation(config, splits, run_directory)
-    # A progress bar within each epoch on a terminal; one line per epoch in logs and CI.
-    model.fit(training_batches(config, splits, strategy), epochs=config.train.epochs,
-              steps_per_epoch=training_steps_per_epoch(config, splits),
-              callbacks=training_callbacks(config, run_directory, evaluation),
-              shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
+    checkpoint = ResumableCheckpoint(run_directory / "backup", config.train.checkpoint_every_steps)
+    steps = training_steps_per_epoch(config, splits)
+    step = checkpoint.restore(model)
+    if step:
+        print(f"      resuming from {checkpoint.directory}: step {step}, epoch {step // steps + 1}")
+    evaluation.resume(step // steps)
+    evaluation.set_model(model)  # for the evaluation below, even when no `fit` is left
+    for initial_epoch, epochs, epoch_steps in resume_fits(step, steps, config.train.epochs):
+        # A progress bar within each epoch on a terminal; one line per epoch in logs and CI.
+        model.fit(training_batches(config, splits, strategy, optimizer_step(model)),
+                  initial_epoch=initial_epoch, epochs=epochs, steps_per_epoch=epoch_steps,
+                  callbacks=training_callbacks(config, run_directory, evaluation, checkpoint),
+                  shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
+    evaluated = [entry["epoch"] for entry in evaluation.history]
+    if config.evaluate.keep == "best" and config.train.epochs not in evaluated:
+        evaluation.evaluate_epoch(config.train.epochs - 1)  # the last epoch is a candidate too
+    checkpoint.delete()
     return evaluation
 
 
@@ -77,20 +96,22 @@ def training_steps_per_epoch(config, splits):
     return min(steps, config.train.max_steps_per_epoch or steps)
 
 
-def training_batches(config, splits, strategy):
-    """The class-balanced training batches; each worker gets its slice of every one."""
+def training_batches(config, splits, strategy, start):
+    """The class-balanced training batches from batch `start` (the optimizer step) on;
+    each worker gets its slice of every one."""
     return distribute_batches(
-        strategy, lambda: splits.training_dataset(config.seed, strategy.num_replicas_in_sync),
+        strategy,
+        lambda: splits.training_dataset(config.seed, strategy.num_replicas_in_sync, start),
         config.data.classes_per_batch * config.data.images_per_class)
 
 
-def training_callbacks(config, run_directory, evaluation):
+def training_callbacks(config, run_directory, evaluation, checkpoint):
     """The callbacks of a run's `fit`, in the order they must run."""
-    backup = run_directory / "backup"  # a killed run resumes from here
+    backup = checkpoint.directory  # a killed run resumes from here
     return [
         NonFiniteLossGuard(backup),  # first, so a diverged step is never saved
         evaluation,  # before the loggers of its metrics
-        ResumableCheckpoint(backup, config.train.checkpoint_every_steps),
+        checkpoint,
         SameStepCheck(),  # every worker restored the same step
         LearningRateLogger(),
         StepTensorBoard(str(run_directory / "tensorboard"), update_freq=config.train.log_every_steps),
@@ -106,15 +127,50 @@ def retrieval_evaluation(config, splits, run_directory):
         splits.test_images, splits.test_labels, settings.every_epochs, settings.monitor,
         settings.recall_at, settings.backend, settings.exact_below,
         settings.scann_check_queries, settings.batch_size,
-        history_path=run_directory / EVALUATION_HISTORY)
+        history_path=run_directory / EVALUATION_HISTORY,
+        best_weights_path=run_directory / BEST_WEIGHTS if settings.keep == "best" else None)
+
+
+def keep_weights(config, model, run_directory, evaluation):
+    """The epoch whose weights the run reports and exports: the last, or with
+    `evaluate.keep: best` the best by `evaluate.monitor`, whose weights `model` gets.
+    `evaluation` is the training's `RetrievalEvaluation`."""
+    if config.evaluate.keep == "last":
+        return config.train.epochs
+    load_best_weights(model, run_directory)
+    print(f"      keeping epoch {evaluation.best_epoch} of {config.train.epochs}, the best by "
+          f"{config.evaluate.monitor} ({evaluation.best:.4f})")
+    return evaluation.best_epoch
+
+
+def load_best_weights(model, run_directory):
+    """Loads `best.weights.h5`, the best epoch's weights (`evaluate.keep: best`), into
+    `model`."""
+    path = run_directory / BEST_WEIGHTS
+    if not path.is_file():
+        raise WeightsError(f"No best epoch's weights at {path}, which evaluate.keep: best "
+                           "needs: the run kept its last epoch; use --set evaluate.keep=last.")
+    with warnings.catch_warnings():  # a restored cohort's optimizer state is not needed
+        warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
+        model.load_weights(str(path))
+
+
+def restore_kept(config, run_directory, splits):
+    """A finished run's cohort with the weights it reports: its last epoch's
+    (`dm2.weights.h5`), or with `evaluate.keep: best` its best epoch's."""
+    model = restore_cohort(config, run_directory, np.unique(splits.train_labels))
+    if config.evaluate.keep == "best":
+        load_best_weights(model, run_directory)
+    return model
 
 
 def evaluate(config, model, splits, run_directory, evaluation=None, seconds=None):
     """Every network's metrics on the test split -> metrics.json and results.txt.
 
     The networks' embeddings come from `evaluation` (the training callback) when it
-    evaluated the weights as they are now, else from one pass over the test images; the
-    members' results before training from `initial.json` (`initial_results`).
+    evaluated the weights as they are now (its last or its best evaluation), else from one
+    pass over the test images; the members' results before training from `initial.json`
+    (`initial_results`).
 
     Args:
         seconds: dict or None. Gets the wall time of each part (`embedding`, then those of
@@ -125,14 +181,16 @@ def evaluate(config, model, splits, run_directory, evaluation=None, seconds=None
     """
     settings = config.evaluate
     networks, ensembles = evaluated_networks(model)
-    step = int(model.optimizer.iterations.numpy())
-    reused = evaluation is not None and evaluation.last and evaluation.last["step"] == step
+    # The optimizer step names the weights: the kept ones were evaluated at that step.
+    step = optimizer_step(model)
+    evaluated = [] if evaluation is None else [evaluation.last, evaluation.best_evaluation]
+    reused = next((entry for entry in evaluated if entry and entry["step"] == step), None)
     print(f"[3/4] evaluating on {len(splits.test_labels)} test images ({settings.backend}; "
           f"exact below {settings.exact_below:,} images)"
-          + ("; the networks' metrics are the last epoch's" if reused else ""))
+          + ("; the networks' metrics are their evaluation during training" if reused else ""))
     seconds = {} if seconds is None else seconds
     if reused:
-        embeddings, results = evaluation.last["embeddings"], evaluation.last["results"]
+        embeddings, results = reused["embeddings"], reused["results"]
     else:
         started = time.perf_counter()
         embeddings = embed_networks(networks, splits.test_images, settings.batch_size,
@@ -147,8 +205,9 @@ def evaluate(config, model, splits, run_directory, evaluation=None, seconds=None
     metrics_path = run_directory / "metrics.json"
     # Evaluating a finished run again keeps what its training recorded.
     trained = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    kept = {key: trained[key] for key in ("training_steps", "seconds") if key in trained}
-    metrics_path.write_text(json.dumps({**results, **kept}, indent=2))
+    recorded = {key: trained[key] for key in ("kept_epoch", "training_steps", "seconds")
+                if key in trained}
+    metrics_path.write_text(json.dumps({**results, **recorded}, indent=2))
     (run_directory / "results.txt").write_text(table + "\n")
     return table, embeddings
 
@@ -245,8 +304,8 @@ def evaluate_run(run_directory, overrides=()):
     config = load_run(run_directory, overrides)
     splits = build_data(config)
     with directory_lock(run_directory):
-        table, embeddings = evaluate(config, restore_cohort(config, run_directory), splits,
-                                     Path(run_directory))
+        model = restore_kept(config, Path(run_directory), splits)
+        table, embeddings = evaluate(config, model, splits, Path(run_directory))
         pictures(config, splits, Path(run_directory), embeddings)
     return table
 
@@ -254,7 +313,8 @@ def evaluate_run(run_directory, overrides=()):
 def export_run(run_directory, overrides=()):
     """Export a finished run's SavedModels and gallery index; returns the export folder."""
     config = load_run(run_directory, overrides)
-    return export(config, restore_cohort(config, run_directory), build_data(config))
+    splits = build_data(config)
+    return export(config, restore_kept(config, Path(run_directory), splits), splits)
 
 
 def search_run(run_directory, images, overrides=()):
@@ -268,8 +328,8 @@ def train(config):
     """The whole run: build data -> build cohort and fit -> evaluate -> export.
 
     Returns:
-        dict. metrics.json: every network's metrics, `training_steps` and `seconds` per
-        phase.
+        dict. metrics.json: every network's metrics, the `kept_epoch` they are of
+        (`evaluate.keep`), `training_steps` and `seconds` per phase.
     """
     started = time.time()
     strategy = build_strategy(config.train.strategy)  # before any other TensorFlow op
@@ -297,8 +357,10 @@ def train(config):
         initial_results(config, model, run_directory, splits, {})
         lap("evaluation")
         evaluation = fit_cohort(config, model, splits, run_directory, strategy)
+        training_steps = optimizer_step(model)
         lap("training", time.time() - clock - evaluation.seconds)
         lap("evaluation", evaluation.seconds)  # during fit; the final one adds to it
+        kept_epoch = keep_weights(config, model, run_directory, evaluation)
         table, embeddings = evaluate(config, model, splits, run_directory, evaluation)
         lap("evaluation")
         pictures(config, splits, run_directory, embeddings)
@@ -307,8 +369,8 @@ def train(config):
                        else "(export off)")
         lap("export")
         metrics_path = run_directory / "metrics.json"
-        metrics = {**json.loads(metrics_path.read_text()),
-                   "training_steps": int(model.optimizer.iterations.numpy()), "seconds": seconds}
+        metrics = {**json.loads(metrics_path.read_text()), "kept_epoch": kept_epoch,
+                   "training_steps": training_steps, "seconds": seconds}
         metrics_path.write_text(json.dumps(metrics, indent=2))
 
         print(f"\nRecall@K on {len(splits.test_labels)} test images of unseen classes "

@@ -44,7 +44,8 @@ RULES = [
     ("evaluate.monitor=ensembl/recall@1", "`evaluate.monitor` must be `<network>/<metric>` "
      "with a network of member0, member1, shadow0, shadow1, ensemble, shadow_ensemble"),
     ("evaluate.monitor=ensemble/recall@3", "and a metric of recall@1, recall@2, recall@4, "
-     "recall@8, map@r, r_precision, nmi. Received: evaluate.monitor='ensemble/recall@3'"),
+     "recall@8, map@r, r_precision, mrr, knn_accuracy, nmi. Received: evaluate.monitor='ensemble/recall@3'"),
+    ("evaluate.keep=first", "`evaluate.keep` supports: last, best. Received: evaluate.keep='first'"),
     ("evaluate.grid_queries=0", "`evaluate.grid_queries` must be at least 1"),
     ("export.gallery_network=member2", "`export.gallery_network` supports: member0, member1, "
      "shadow0, shadow1, ensemble, shadow_ensemble. Received: export.gallery_network='member2'"),
@@ -97,6 +98,11 @@ def test_folder_datasets_get_safe_distinct_folder_names(tmp_path):
 def test_float16_loss_scaling_needs_one_optimizer():
     with pytest.raises(ConfigError, match="scales the loss of one optimizer"):
         load_config(None, ["train.precision=mixed_float16", "train.backbone_learning_rate=1e-5"])
+
+
+def test_keeping_the_best_epoch_needs_evaluations_during_training():
+    with pytest.raises(ConfigError, match="`evaluate.keep: best` picks among the epochs evaluated"):
+        load_config(None, ["evaluate.keep=best", "evaluate.every_epochs=0"])
 
 
 def test_exponent_floats_without_a_dot_load_as_floats():

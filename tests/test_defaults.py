@@ -20,6 +20,7 @@ from tests.test_configs import CONFIGS
 C = Config()
 # (callable, parameter, the config value it must default to)
 DEFAULTS = [
+    (DM2Model, "log_every_steps", C.train.log_every_steps),
     (TripletLoss, "margin", C.loss.margin), (TripletLoss, "mining", C.loss.mining),
     (TripletLoss, "reduction", C.loss.triplet_reduction),
     (triplet_loss, "margin", C.loss.margin), (triplet_loss, "mining", C.loss.mining),

@@ -34,12 +34,13 @@ def finished_run(tmp_path_factory):
 def test_training_writes_metrics_history_pictures_exports_and_index(finished_run):
     run_directory = finished_run / "runs/emoji_styles"
     metrics = json.loads((run_directory / "metrics.json").read_text())
-    assert list(metrics) == [*BEFORE_TRAINING, *NETWORKS, "training_steps", "seconds"]
-    assert metrics["training_steps"] == 2
+    assert list(metrics) == [*BEFORE_TRAINING, *NETWORKS, "kept_epoch", "training_steps",
+                             "seconds"]
+    assert metrics["kept_epoch"] == 1 and metrics["training_steps"] == 2
     assert list(metrics["seconds"]) == ["data", "build", "evaluation", "training", "pictures",
                                         "export"]
     for values in (metrics[name] for name in [*BEFORE_TRAINING, *NETWORKS]):
-        assert list(values) == ["recall@1", "recall@2", "map@r", "r_precision", "nmi",
+        assert list(values) == ["recall@1", "recall@2", "map@r", "r_precision", "mrr", "knn_accuracy", "nmi",
                                 "scann_recall@2"]
         assert 0.0 < values["recall@1"] <= values["recall@2"] <= 1.0
         assert values["scann_recall@2"] == 1.0  # 84 test images: scored exactly

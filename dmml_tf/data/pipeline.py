@@ -71,7 +71,7 @@ def center_crop(image, size, resize_size):
     return tf.image.resize(crop, [size, size], antialias=True)
 
 
-def training_stream(source, data_config, seed):
+def training_stream(source, data_config, seed, start=0):
     """Endless `(images, labels)` P x K batches of `source` (`EncodedImages`).
 
     Args:
@@ -79,6 +79,8 @@ def training_stream(source, data_config, seed):
         data_config: `DataConfig`. `classes_per_batch`, `images_per_class`, `image_size`,
             `crop_scale`, `crop_ratio` and `horizontal_flip` are used.
         seed: int. Seeds the sampler and every crop and flip.
+        start: int. The first batch: from there on, the stream that starts at 0, crops and
+            flips included (a resumed run goes on at its checkpoint's step). Defaults to `0`.
 
     Returns:
         A `tf.data.Dataset` of float32 images `(P*K, S, S, 3)` in [0, 255] and int32
@@ -91,7 +93,7 @@ def training_stream(source, data_config, seed):
     ratio = [float(v) for v in data_config.crop_ratio]
     indices = tf.data.Dataset.from_generator(
         lambda: batch_indices(source.labels, data_config.classes_per_batch,
-                              data_config.images_per_class, seed),
+                              data_config.images_per_class, seed, start),
         output_signature=tf.TensorSpec([batch_size], tf.int64))
 
     def load(position, index):
@@ -102,7 +104,9 @@ def training_stream(source, data_config, seed):
             image = tf.image.stateless_random_flip_left_right(image, flip_seed)
         return image, tf.gather(labels, index)
 
-    images = indices.unbatch().enumerate().map(load, AUTOTUNE, deterministic=True)
+    # Each image's crop and flip are seeded by its position in the stream from batch 0.
+    images = indices.unbatch().enumerate(start * batch_size).map(load, AUTOTUNE,
+                                                                 deterministic=True)
     return images.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
 
@@ -128,16 +132,17 @@ def evaluation_stream(source, data_config, batch_size):
     return images.batch(batch_size).prefetch(AUTOTUNE)
 
 
-def training_dataset(source, data_config, seed, replicas=1):
-    """The training batches of any source: in-memory arrays or streamed encoded images.
+def training_dataset(source, data_config, seed, replicas=1, start=0):
+    """The training batches of any source, in-memory arrays or streamed encoded images,
+    from batch `start` on.
 
     Raises a ConfigError unless the global batch splits evenly across `replicas`.
     """
     check_replicas(data_config.classes_per_batch, data_config.images_per_class, replicas)
     if isinstance(source, ArrayImages):
         return class_balanced_dataset(source.images, source.labels, data_config.classes_per_batch,
-                                      data_config.images_per_class, seed)
-    return training_stream(source, data_config, seed)
+                                      data_config.images_per_class, seed, start)
+    return training_stream(source, data_config, seed, start)
 
 
 def evaluation_images(source, data_config, batch_size):

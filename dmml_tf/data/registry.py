@@ -65,9 +65,10 @@ class RetrievalSplits:
         """The test images for `embed`: an array, or a batched stream in label order."""
         return evaluation_images(self.test, self.data_config, self.evaluate_batch_size)
 
-    def training_dataset(self, seed, replicas=1):
-        """Endless P x K `(images, labels)` batches; see `dmml_tf.data.pipeline`."""
-        return training_dataset(self.train, self.data_config, seed, replicas)
+    def training_dataset(self, seed, replicas=1, start=0):
+        """Endless P x K `(images, labels)` batches from batch `start` on; see
+        `dmml_tf.data.pipeline`."""
+        return training_dataset(self.train, self.data_config, seed, replicas, start)
 
     def summary(self):
         return (f"{self.name}: {len(self.train_labels)} training images of "

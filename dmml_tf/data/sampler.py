@@ -10,6 +10,8 @@ The same index batches drive every dataset: in-memory arrays (`class_balanced_da
 and encoded images streamed from files or TFDS records (`dmml_tf.data.pipeline`).
 """
 
+import itertools
+
 import numpy as np
 import tensorflow as tf
 
@@ -51,12 +53,23 @@ def steps_per_epoch(labels, classes_per_batch, images_per_class):
     return -(-chunks // classes_per_batch)
 
 
-def batch_indices(labels, classes_per_batch, images_per_class, seed):
-    """Endless generator of P x K index batches, epoch after epoch, deterministic for `seed`."""
+def batch_indices(labels, classes_per_batch, images_per_class, seed, start=0):
+    """Endless iterator of P x K index batches, epoch after epoch, deterministic for `seed`.
+
+    Args:
+        start: int. Index of the first batch yielded: from there on, the batches of the
+            stream that starts at 0 (a resumed run goes on at its checkpoint's step). The
+            batches before it are drawn and dropped, milliseconds of numpy an epoch.
+            Defaults to `0`.
+    """
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
-    while True:
-        yield from epoch_batches(labels, classes_per_batch, images_per_class, rng)
+
+    def endless():
+        while True:
+            yield from epoch_batches(labels, classes_per_batch, images_per_class, rng)
+
+    return itertools.islice(endless(), start, None)
 
 
 def check_replicas(classes_per_batch, images_per_class, replicas):
@@ -69,7 +82,7 @@ def check_replicas(classes_per_batch, images_per_class, replicas):
             f"Received: data.classes_per_batch={classes_per_batch}")
 
 
-def class_balanced_dataset(images, labels, classes_per_batch, images_per_class, seed):
+def class_balanced_dataset(images, labels, classes_per_batch, images_per_class, seed, start=0):
     """Endless `tf.data.Dataset` of `(images, labels)` P x K batches from in-memory arrays.
 
     Args:
@@ -78,11 +91,12 @@ def class_balanced_dataset(images, labels, classes_per_batch, images_per_class, 
         classes_per_batch: int. P.
         images_per_class: int. K.
         seed: int. Makes the sequence of batches deterministic.
+        start: int. The first batch (see `batch_indices`). Defaults to `0`.
     """
     labels = np.asarray(labels)
 
     def generate():
-        for batch in batch_indices(labels, classes_per_batch, images_per_class, seed):
+        for batch in batch_indices(labels, classes_per_batch, images_per_class, seed, start):
             yield images[batch], labels[batch].astype(np.int32)
 
     batch_size = classes_per_batch * images_per_class

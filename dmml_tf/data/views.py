@@ -52,9 +52,10 @@ class RandomResizedCrop(keras.layers.Layer):
         offsets = keras.random.uniform((n, 2), seed=self.seed_generator)
         top = offsets[:, 0] * (1.0 - height)
         left = offsets[:, 1] * (1.0 - width)
-        boxes = tf.stack([top, left, top + height, left + width], axis=1)
+        boxes = tf.cast(tf.stack([top, left, top + height, left + width], axis=1), "float32")
         size = tf.shape(images)[1:3]
-        return tf.image.crop_and_resize(images, boxes, tf.range(n), size)
+        resized = tf.image.crop_and_resize(images, boxes, tf.range(n), size)
+        return tf.cast(resized, images.dtype)  # float32 out of crop_and_resize
 
     def compute_output_shape(self, input_shape):
         return input_shape

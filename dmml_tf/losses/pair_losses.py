@@ -13,6 +13,7 @@ import keras
 import tensorflow as tf
 
 from dmml_tf.losses.distances import pairwise_distances
+from dmml_tf.losses.global_batch import gather_global, replica_share
 from dmml_tf.losses.similarities import (check_reduction, cosine_similarities, log1p_sum_exp,
                                          masked_logsumexp, reduce_terms, valid_pairs)
 
@@ -152,7 +153,9 @@ class PairLoss(keras.losses.Loss):
         self.options = options
 
     def call(self, y_true, y_pred):
-        return self.function(tf.reshape(y_true, [-1]), y_pred, **self.options)
+        # Under a strategy: pairs across the global batch, each replica's share of the loss.
+        labels, embeddings = gather_global(tf.reshape(y_true, [-1])), gather_global(y_pred)
+        return replica_share(self.function(labels, embeddings, **self.options))
 
     def get_config(self):
         return {**super().get_config(), **self.options}

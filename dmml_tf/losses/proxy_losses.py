@@ -17,6 +17,7 @@ import math
 import keras
 import tensorflow as tf
 
+from dmml_tf.losses.global_batch import gather_global, replica_share
 from dmml_tf.losses.similarities import cosine_similarities, log1p_sum_exp
 
 
@@ -202,7 +203,9 @@ class ProxyLoss(keras.losses.Loss):
         self.options = options
 
     def call(self, y_true, y_pred):
-        return self.function(y_true, y_pred, self.proxies.vectors, **self.options)
+        # Under a strategy: the global batch, each replica's share of its loss.
+        labels, embeddings = gather_global(tf.reshape(y_true, [-1])), gather_global(y_pred)
+        return replica_share(self.function(labels, embeddings, self.proxies.vectors, **self.options))
 
     def get_config(self):
         return {**super().get_config(), **self.options,

@@ -10,6 +10,7 @@ import keras
 import tensorflow as tf
 
 from dmml_tf.losses.distances import pairwise_distances
+from dmml_tf.losses.global_batch import gather_global, replica_share
 from dmml_tf.losses.mining import mine_batch_hard, mine_distance_weighted, mine_semi_hard
 
 
@@ -107,8 +108,10 @@ class TripletLoss(keras.losses.Loss):
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, y_true, y_pred):
-        return triplet_loss(y_true, y_pred, self.margin, self.mining, self.seed_generator.next(),
-                            self.triplet_reduction)
+        # Under a strategy: mined on the global batch, each replica's share of the loss.
+        labels, embeddings = gather_global(tf.reshape(y_true, [-1])), gather_global(y_pred)
+        return replica_share(triplet_loss(labels, embeddings, self.margin, self.mining,
+                                          self.seed_generator.next(), self.triplet_reduction))
 
     def get_config(self):
         return {**super().get_config(), "margin": self.margin, "mining": self.mining,

@@ -65,6 +65,25 @@ def build_embedder(backbone, embedding_dim, seed, freeze_batchnorm=True, dropout
     return keras.Model(inputs, embeddings, name=name)
 
 
+def synchronise_batchnorm(model):
+    """Make every BatchNormalization layer inside `model` compute its batch statistics
+    over all replicas of the current `tf.distribute` strategy (Keras's
+    `synchronized=True`); returns how many layers it changed."""
+    changed = 0
+    for layer in _sublayers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = True
+            changed += 1
+    return changed
+
+
+def _sublayers(layer):
+    """Every layer inside `layer`, depth first (through models and InferenceMode)."""
+    for inner in [*getattr(layer, "layers", []), *filter(None, [getattr(layer, "layer", None)])]:
+        yield inner
+        yield from _sublayers(inner)
+
+
 def pooled_features(backbone, name="pretrained"):
     """The backbone's unit-length pooled features: the not-fine-tuned baseline."""
     inputs = keras.Input(backbone.input_shape[1:])
@@ -72,8 +91,32 @@ def pooled_features(backbone, name="pretrained"):
     return keras.Model(inputs, keras.layers.UnitNormalization()(pooled), name=name)
 
 
+def join_embeddings(parts):
+    """The ensemble's embedding: the parts' unit vectors concatenated and re-normalised
+    (docs/method.md). The one definition that training, evaluation and export use.
+
+    Args:
+        parts: list of arrays or tensors `(N, d_i)`.
+
+    Returns:
+        A tensor `(N, sum d_i)` of unit rows.
+    """
+    return keras.ops.normalize(keras.ops.concatenate(parts, axis=-1), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="dmml_tf")
+class JoinEmbeddings(keras.layers.Layer):
+    """`join_embeddings` as a layer, for an ensemble model."""
+
+    def call(self, parts):
+        return join_embeddings(parts)
+
+    def compute_output_shape(self, input_shapes):
+        return (input_shapes[0][0], sum(shape[-1] for shape in input_shapes))
+
+
 def ensemble(embedders, name="ensemble"):
-    """Concatenate the embedders' unit vectors and re-normalise (DESIGN.md §1)."""
+    """A model whose embedding is `join_embeddings` of the embedders'."""
     inputs = keras.Input(embedders[0].input_shape[1:])
-    joined = keras.layers.Concatenate()([embedder(inputs) for embedder in embedders])
-    return keras.Model(inputs, keras.layers.UnitNormalization()(joined), name=name)
+    return keras.Model(inputs, JoinEmbeddings()([embedder(inputs) for embedder in embedders]),
+                       name=name)

@@ -8,15 +8,17 @@ block of points at a time; no N x N matrix is ever formed.
 import sys
 import time
 
+import keras
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from dmml_tf.models.embedder import join_embeddings
 from dmml_tf.retrieval.clustering import kmeans
 from dmml_tf.retrieval.index import EXACT_BELOW, GalleryIndex
 from dmml_tf.retrieval.metrics import (DEFAULT_KS, average_precision_at_r, check_ks,
-                                       normalized_mutual_information, r_precision,
-                                       recall_hits)
+                                       knn_votes, normalized_mutual_information, r_precision,
+                                       recall_hits, reciprocal_ranks)
 
 # Each block of queries holds at most this many neighbour indices (32 MB as int64).
 _BLOCK_NEIGHBORS = 2**22
@@ -100,22 +102,28 @@ def embed_networks(networks, images, batch_size, ensembles=None, progress=None):
         outputs.append({name: value.numpy()[:count] for name, value in forward(batch).items()})
     embeddings = {name: np.concatenate([o[name] for o in outputs]) for name in running}
     for name, parts in ensembles.items():
-        joined = np.concatenate([embeddings[part] for part in parts], axis=1)
-        embeddings[name] = joined / np.linalg.norm(joined, axis=1, keepdims=True)
+        embeddings[name] = keras.ops.convert_to_numpy(
+            join_embeddings([embeddings[part] for part in parts]))
     return {name: embeddings[name] for name in networks}
 
 
 def retrieval_metrics(embeddings, labels, ks=DEFAULT_KS, backend="scann",
-                      exact_below=EXACT_BELOW, check_queries=1000, seed=0, seconds=None):
-    """Leave-one-out Recall@K, MAP@R, R-Precision and NMI of a set of embeddings.
+                      exact_below=EXACT_BELOW, check_queries=1000, seed=0, seconds=None,
+                      gallery=None):
+    """Recall@K, MAP@R, R-Precision, MRR, k-NN accuracy and NMI of a set of embeddings.
 
-    The set is its own gallery. Queries whose class has no other image are left out of
-    the retrieval metrics (see `dmml_tf.retrieval.metrics`); NMI clusters every image.
+    Leave-one-out by default: the set is its own gallery, a query never its own
+    neighbour. With `gallery`, the embeddings are queries searching a separate gallery
+    (In-Shop, SOP-style protocols). Queries whose class has no (other) gallery image are
+    left out of the retrieval metrics (see `dmml_tf.retrieval.metrics`); NMI clusters
+    every query.
 
     Args:
-        embeddings: float array of shape `(N, d)`. Unit embeddings of the test split.
+        embeddings: float array of shape `(N, d)`. Unit embeddings of the queries (of the
+            test split, when it is its own gallery).
         labels: int array of shape `(N,)`. Their class labels.
-        ks: sequence of int. The cut-offs K of Recall@K. Defaults to `(1, 2, 4, 8)`.
+        ks: sequence of int. The cut-offs K of Recall@K; k-NN accuracy votes among the
+            max(ks) nearest. Defaults to `(1, 2, 4, 8)`.
         backend: str. `"scann"` or `"exact"`; see `GalleryIndex`. Defaults to `"scann"`.
         exact_below: int. ScaNN scores galleries smaller than this exactly.
             Defaults to `20000`.
@@ -124,48 +132,65 @@ def retrieval_metrics(embeddings, labels, ks=DEFAULT_KS, backend="scann",
         seed: int. Seed of k-means and of the checked queries. Defaults to `0`.
         seconds: dict or None. Gets the wall time of each part added (`search and
             metrics`, `nmi clustering`, `scann check`). Defaults to `None`.
+        gallery: pair `(embeddings (M, d), labels (M,))` or None. A separate gallery.
+            Defaults to `None` (leave-one-out).
 
     Returns:
-        dict: `recall@K` for each K, `map@r`, `r_precision`, `nmi` and, with ScaNN,
-        `scann_recall@K` (K = max(ks)), each a float in [0, 1].
+        dict: `recall@K` for each K, `map@r`, `r_precision`, `mrr`, `knn_accuracy`, `nmi`
+        and, with ScaNN, `scann_recall@K` (K = max(ks)), each a float in [0, 1].
     """
     labels = np.asarray(labels)
     if labels.shape != (len(embeddings),):
         raise ValueError("Expected one label per embedding. Received: "
                          f"labels.shape={labels.shape}, len(embeddings)={len(embeddings)}")
-    check_ks(ks, len(labels) - 1)
-    classes, label_ids, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    relevant_counts = counts[label_ids] - 1
+    gallery_embeddings, gallery_labels = (embeddings, labels) if gallery is None else gallery
+    gallery_labels = np.asarray(gallery_labels)
+    if gallery_labels.shape != (len(gallery_embeddings),):
+        raise ValueError("Expected one label per gallery embedding. Received: "
+                         f"gallery labels.shape={gallery_labels.shape}, "
+                         f"len(gallery embeddings)={len(gallery_embeddings)}")
+    own = gallery is None  # each query is also in the gallery, and never its own neighbour
+    searchable = len(gallery_labels) - own
+    check_ks(ks, searchable)
+    classes, gallery_counts = np.unique(gallery_labels, return_counts=True)
+    count_of = dict(zip(classes.tolist(), gallery_counts.tolist()))
+    relevant_counts = np.array([count_of.get(label, 0) for label in labels.tolist()]) - own
     queries = np.flatnonzero(relevant_counts > 0)
     if len(queries) == 0:
-        raise ValueError("No class has two images, so no query has a correct answer. "
-                         f"Received: {len(labels)} labels of {len(classes)} classes")
+        raise ValueError("No query has a same-class image in the gallery, so none has a "
+                         f"correct answer. Received: {len(labels)} queries of "
+                         f"{len(np.unique(labels))} classes, a gallery of {len(classes)} classes")
     clock = _Laps(seconds)
-    index = GalleryIndex(embeddings, backend=backend, exact_below=exact_below)
-    k = min(len(labels) - 1, max(max(ks), int(relevant_counts.max())))
-    hits, precisions, average_precisions = [], [], []
+    index = GalleryIndex(gallery_embeddings, backend=backend, exact_below=exact_below)
+    query_embeddings = index.embeddings if own else np.asarray(embeddings, dtype=np.float32)
+    k = min(searchable, max(max(ks), int(relevant_counts.max())))
+    parts = {"hits": [], "precisions": [], "average_precisions": [], "reciprocal": [], "knn": []}
     block = max(1, _BLOCK_NEIGHBORS // k)
     for start in range(0, len(queries), block):
         ids = queries[start:start + block]
-        neighbors, _ = index.search(index.embeddings[ids], k, query_ids=ids)
-        neighbor_labels, query_labels = labels[neighbors], labels[ids]
-        hits.append(recall_hits(neighbor_labels, query_labels, ks))
-        precisions.append(r_precision(neighbor_labels, query_labels, relevant_counts[ids]))
-        average_precisions.append(
+        neighbors, _ = index.search(query_embeddings[ids], k, query_ids=ids if own else None)
+        neighbor_labels, query_labels = gallery_labels[neighbors], labels[ids]
+        parts["hits"].append(recall_hits(neighbor_labels, query_labels, ks))
+        parts["precisions"].append(r_precision(neighbor_labels, query_labels, relevant_counts[ids]))
+        parts["average_precisions"].append(
             average_precision_at_r(neighbor_labels, query_labels, relevant_counts[ids]))
-    hits = np.concatenate(hits)
+        parts["reciprocal"].append(reciprocal_ranks(neighbor_labels, query_labels))
+        parts["knn"].append(knn_votes(neighbor_labels, query_labels, max(ks)))
+    hits = np.concatenate(parts["hits"])
     results = {f"recall@{cut}": float(hits[:, i].mean()) for i, cut in enumerate(ks)}
-    results["map@r"] = float(np.concatenate(average_precisions).mean())
-    results["r_precision"] = float(np.concatenate(precisions).mean())
+    results["map@r"] = float(np.concatenate(parts["average_precisions"]).mean())
+    results["r_precision"] = float(np.concatenate(parts["precisions"]).mean())
+    results["mrr"] = float(np.concatenate(parts["reciprocal"]).mean())
+    results["knn_accuracy"] = float(np.concatenate(parts["knn"]).mean())
     clock.lap("search and metrics")
     # Exact Lloyd's k-means, one cluster per class: cheap at test-split sizes (see
     # benchmarks/evaluation.py for its share of an evaluation).
-    clusters = kmeans(index.embeddings, len(classes), seed=seed)
+    clusters = kmeans(query_embeddings, len(np.unique(labels)), seed=seed)
     results["nmi"] = normalized_mutual_information(labels, clusters)
     clock.lap("nmi clustering")
     if backend == "scann":
         results[f"scann_recall@{max(ks)}"] = index.recall_against_exact(
-            index.embeddings[queries], max(ks), queries, check_queries, seed)
+            query_embeddings[queries], max(ks), queries if own else None, check_queries, seed)
         clock.lap("scann check")
     return results
 

@@ -1,15 +1,20 @@
-"""Retrieval metrics: Recall@K, MAP@R, R-Precision and NMI.
+"""Retrieval metrics: Recall@K, MAP@R, R-Precision, MRR, k-NN accuracy and NMI.
 
 Protocol (as in the CUB-200-2011 and CARS-196 literature and in Musgrave et al., *A
 Metric Learning Reality Check*, ECCV 2020): the test split is both the queries and the
-gallery, and each query's own image is never its neighbour. For a query of class c,
-R is the number of other images of class c in the gallery.
+gallery, and each query's own image is never its neighbour; or (In-Shop, SOP-style
+protocols) separate query and gallery sets. For a query of class c, R is the number of
+(other) images of class c in the gallery.
 
 - Recall@K: share of queries with a same-class image among their K nearest.
 - R-Precision: share of same-class images among a query's R nearest.
 - MAP@R: mean over the R nearest of the precision at each same-class rank,
   `(1/R) * sum_{i<=R} P(i) * rel(i)`: like R-Precision, but rewards ranking the
   same-class images first.
+- MRR: mean over queries of 1 / rank of the first same-class image among the searched
+  neighbours (max(K, R) of them; 0 if none is among them).
+- k-NN accuracy: share of queries whose K nearest (K = max of the Recall@K cut-offs)
+  vote for their class: the most frequent label among them, ties to the nearest.
 - NMI: normalised mutual information (arithmetic-mean normalisation) between the labels
   and a k-means clustering of the embeddings into as many clusters as classes.
 
@@ -60,6 +65,41 @@ def recall_at_k(neighbor_labels, query_labels, ks=DEFAULT_KS):
     """
     hits = recall_hits(neighbor_labels, query_labels, ks)
     return {f"recall@{k}": float(hits[:, i].mean()) for i, k in enumerate(ks)}
+
+
+def reciprocal_ranks(neighbor_labels, query_labels):
+    """Returns each query's 1 / rank of its first same-label neighbour (0 if none).
+
+    Args: as `recall_hits`, without `ks`.
+
+    Returns:
+        float array of shape `(N,)`; its mean is the MRR.
+    """
+    neighbor_labels, query_labels = _check_shapes(neighbor_labels, query_labels)
+    relevant = neighbor_labels == query_labels[:, None]
+    first = relevant.argmax(axis=1)
+    return np.where(relevant.any(axis=1), 1.0 / (first + 1), 0.0)
+
+
+def knn_votes(neighbor_labels, query_labels, k):
+    """Returns, per query, whether the majority label of its k nearest is its own; a tie
+    goes to the tied label whose nearest neighbour comes first.
+
+    Args:
+        neighbor_labels: int array of shape `(N, m)`, nearest first, `m >= k`.
+        query_labels: int array of shape `(N,)`.
+        k: int. The number of voting neighbours.
+
+    Returns:
+        bool array of shape `(N,)`.
+    """
+    neighbor_labels, query_labels = _check_shapes(neighbor_labels, query_labels)
+    check_ks((k,), neighbor_labels.shape[1])
+    voters = neighbor_labels[:, :k]
+    # votes[q, i]: how many of the k nearest share neighbour i's label.
+    votes = (voters[:, :, None] == voters[:, None, :]).sum(axis=2)
+    winner = voters[np.arange(len(voters)), votes.argmax(axis=1)]  # argmax: the first, nearest
+    return winner == query_labels
 
 
 def r_precision(neighbor_labels, query_labels, relevant_counts):

@@ -17,6 +17,7 @@ from dmml_tf.config import DataConfig, EvaluateConfig, ExportConfig
 from dmml_tf.errors import ConfigError
 from dmml_tf.export import export_embedder
 from dmml_tf.retrieval.evaluate import embed_networks, evaluate_embeddings, terminal_progress
+from dmml_tf.training.checkpoints import save_weights_whole
 from dmml_tf.training.dm2 import DM2Model
 
 
@@ -60,16 +61,22 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         logged_metrics: sequence of str. The metrics of every network put into the logs.
             Defaults to `("recall@1",)`.
         history_path: str or `Path` or `None`. A JSON file that gets `history` after each
-            evaluation; a resumed run keeps the entries of the epochs before it.
+            evaluation; `resume` reads it back. Defaults to `None`.
+        best_weights_path: str or `Path` or `None`. A `.weights.h5` file that gets the
+            model's weights (and optimizer state) whenever `monitor` improves.
             Defaults to `None`.
         log: callable taking one str. Defaults to `print`.
 
     Attributes:
-        history: list of `{"epoch": int, "results": {network: {metric: float}}}`.
+        history: list of `{"epoch": int, "results": {network: {metric: float}}}`, with
+            the epochs before a `resume`.
         last: dict or `None`. The latest evaluation: `step` (the optimizer step),
             `embeddings` (`{network: array}`) and `results`.
-        best: float or `None`. Best value of `monitor` so far.
+        best: float or `None`. Best value of `monitor` so far; a later epoch must beat it
+            (a tie keeps the earlier epoch).
         best_epoch: int or `None`. The epoch (counted from 1) that reached it.
+        best_evaluation: dict or `None`. The evaluation of `best_epoch`, as `last`;
+            `None` when that epoch was evaluated before a `resume`.
         seconds: float. Wall time of this run's evaluations at epoch ends.
 
     Example:
@@ -86,7 +93,7 @@ class RetrievalEvaluation(keras.callbacks.Callback):
                  backend=EvaluateConfig.backend, exact_below=EvaluateConfig.exact_below,
                  scann_check_queries=EvaluateConfig.scann_check_queries,
                  batch_size=EvaluateConfig.batch_size, logged_metrics=("recall@1",),
-                 history_path=None, log=print):
+                 history_path=None, best_weights_path=None, log=print):
         super().__init__()
         if not isinstance(every_epochs, int) or every_epochs < 0:
             raise ConfigError("every_epochs must be a non-negative integer. "
@@ -100,12 +107,25 @@ class RetrievalEvaluation(keras.callbacks.Callback):
                                        scann_check_queries=scann_check_queries)
         self.logged_metrics = tuple(logged_metrics)
         self.history_path = None if history_path is None else Path(history_path)
+        self.best_weights_path = None if best_weights_path is None else Path(best_weights_path)
         self.log = log
         self.history = []
         self.best = None
         self.best_epoch = None
+        self.best_evaluation = None
         self.last = None
         self.seconds = 0.0
+
+    def resume(self, epochs_done):
+        """Goes on with a run whose first `epochs_done` epochs are trained: `history` gets
+        their entries from `history_path` (later ones were trained again), `best` and
+        `best_epoch` the best among them."""
+        earlier = []
+        if self.history_path is not None and self.history_path.is_file():
+            earlier = json.loads(self.history_path.read_text())
+        self.history = [entry for entry in earlier if entry["epoch"] <= epochs_done]
+        for entry in self.history:
+            self.track_best(entry["epoch"], self.monitored(entry["results"]))
 
     def evaluate(self):
         """Metrics of every network of the model now: `{network: {metric: value}}`. The
@@ -119,42 +139,56 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         return results
 
     def on_epoch_end(self, epoch, logs=None):
-        if not self.every_epochs or (epoch + 1) % self.every_epochs:
-            return
+        if self.every_epochs and (epoch + 1) % self.every_epochs == 0:
+            self.evaluate_epoch(epoch, logs)
+
+    def evaluate_epoch(self, epoch, logs=None):
+        """Evaluates the model as it is after epoch `epoch` (counted from 0): the metrics
+        go into `logs` and `history`, the best is tracked, one line is printed."""
         started = time.perf_counter()
         results = self.evaluate()
+        score = self.monitored(results)
         flat = {f"{network}/{metric}": value
                 for network, metrics in results.items() for metric, value in metrics.items()}
-        if self.monitor not in flat:
-            raise ConfigError(f"The monitored metric is not among the evaluation results: "
-                              f"{', '.join(flat)}. Received: monitor={self.monitor!r}")
         if logs is not None:
             logs.update({key: value for key, value in flat.items()
                          if key == self.monitor or key.rpartition("/")[2] in self.logged_metrics})
         self.history.append({"epoch": epoch + 1, "results": results})
         if self.history_path is not None:
             self.write_history()
-        value = flat[self.monitor]
-        if self.best is None or value > self.best:
-            self.best, self.best_epoch = value, epoch + 1
+        if self.track_best(epoch + 1, score):
+            self.best_evaluation = self.last
+            if self.best_weights_path is not None:
+                save_weights_whole(self.model, self.best_weights_path)
         recall_1 = "  ".join(f"{network} {metrics['recall@1']:.4f}"
                              for network, metrics in results.items() if "recall@1" in metrics)
         elapsed = time.perf_counter() - started
         self.seconds += elapsed
         self.log(f"      epoch {epoch + 1} evaluation ({elapsed:.0f} s): "
-                 f"Recall@1 {recall_1}; {self.monitor} {value:.4f}, best {self.best:.4f} at "
+                 f"Recall@1 {recall_1}; {self.monitor} {score:.4f}, best {self.best:.4f} at "
                  f"epoch {self.best_epoch}")
 
+    def monitored(self, results):
+        """The value of `monitor` in `results` (`{network: {metric: value}}`)."""
+        network, _, metric = self.monitor.partition("/")
+        if metric not in results.get(network, {}):
+            known = ", ".join(f"{name}/{key}" for name, metrics in results.items() for key in metrics)
+            raise ConfigError(f"The monitored metric is not among the evaluation results: "
+                              f"{known}. Received: monitor={self.monitor!r}")
+        return results[network][metric]
+
+    def track_best(self, epoch, value):
+        """Makes `epoch` (counted from 1) the best if its `value` beats `best`; returns
+        whether it did."""
+        improved = self.best is None or value > self.best
+        if improved:
+            self.best, self.best_epoch = value, epoch
+        return improved
+
     def write_history(self):
-        """Writes `history` to `history_path`, after the entries of earlier epochs that a
-        resumed run found there (a fresh run, evaluating its first epoch, keeps none)."""
-        first = self.history[0]["epoch"]
-        earlier = []
-        if self.history_path.is_file() and first > self.every_epochs:
-            earlier = [entry for entry in json.loads(self.history_path.read_text())
-                       if entry["epoch"] < first]
+        """Writes `history` to `history_path`."""
         self.history_path.parent.mkdir(parents=True, exist_ok=True)
-        self.history_path.write_text(json.dumps(earlier + self.history, indent=1) + "\n")
+        self.history_path.write_text(json.dumps(self.history, indent=1) + "\n")
 
 
 class ExportBest(keras.callbacks.Callback):

@@ -78,22 +78,39 @@ def build_optimizers(train_config, steps_per_epoch):
         train_config: `dmml_tf.config.TrainConfig`.
         steps_per_epoch: int. Steps of one epoch, to place the schedule's milestones.
     """
-    def adam(learning_rate, name, start=0):
-        schedule = SCHEDULES[train_config.schedule](learning_rate, train_config, steps_per_epoch)
-        if train_config.warmup_steps or start:
-            schedule = WarmUp(schedule, train_config.warmup_steps, start)
-        return keras.optimizers.Adam(schedule, weight_decay=train_config.weight_decay or None,
-                                     name=name)
-
     if not train_config.backbones_apart():
-        optimizer = adam(train_config.learning_rate, "adam")
+        optimizer = adam(train_config, steps_per_epoch, train_config.learning_rate, "adam")
         if train_config.precision == "mixed_float16":  # float16 gradients underflow unscaled
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         return optimizer, None
     backbone_learning_rate = (train_config.learning_rate if train_config.backbone_learning_rate is None
                               else train_config.backbone_learning_rate)
-    return (adam(train_config.learning_rate, "head_adam"),
-            adam(backbone_learning_rate, "backbone_adam", train_config.backbone_frozen_steps))
+    return (adam(train_config, steps_per_epoch, train_config.learning_rate, "head_adam"),
+            adam(train_config, steps_per_epoch, backbone_learning_rate, "backbone_adam",
+                 train_config.backbone_frozen_steps))
+
+
+def build_proxy_optimizer(train_config, steps_per_epoch, multiplier):
+    """The proxies' Adam: `train.learning_rate` times `multiplier`, on the same schedule
+    and warm-up as the heads'.
+
+    Args:
+        train_config: `dmml_tf.config.TrainConfig`.
+        steps_per_epoch: int. Steps of one epoch, to place the schedule's milestones.
+        multiplier: float. E.g. 100 for Proxy-Anchor's proxies.
+    """
+    return adam(train_config, steps_per_epoch, train_config.learning_rate * multiplier,
+                "proxy_adam")
+
+
+def adam(train_config, steps_per_epoch, learning_rate, name, start=0):
+    """An Adam optimizer at `learning_rate` on `train.schedule`, with `train.warmup_steps`
+    of warm-up from step `start` (0 before it)."""
+    schedule = SCHEDULES[train_config.schedule](learning_rate, train_config, steps_per_epoch)
+    if train_config.warmup_steps or start:
+        schedule = WarmUp(schedule, train_config.warmup_steps, start)
+    return keras.optimizers.Adam(schedule, weight_decay=train_config.weight_decay or None,
+                                 name=name)
 
 
 class LearningRateLogger(keras.callbacks.Callback):

@@ -144,6 +144,17 @@ def test_training_stream_follows_the_sampler_and_is_repeatable(indexed):
         np.testing.assert_array_equal(images, images_again)
 
 
+def test_training_stream_started_at_a_step_goes_on_as_the_one_started_at_0(indexed):
+    data_config = DataConfig(image_size=12, classes_per_batch=2, images_per_class=3,
+                             crop_scale=(0.3, 1.0), horizontal_flip=True)  # random crops, flips
+    whole = list(training_stream(indexed, data_config, seed=4).take(5).as_numpy_iterator())
+    resumed = list(training_stream(indexed, data_config, seed=4, start=3).take(2)
+                   .as_numpy_iterator())
+    for (images, labels), (expected_images, expected_labels) in zip(resumed, whole[3:]):
+        np.testing.assert_array_equal(images, expected_images)
+        np.testing.assert_array_equal(labels, expected_labels)
+
+
 @pytest.mark.parametrize("flip", [False, True])
 def test_horizontal_flip_only_when_configured(indexed, flip):
     batches = training_stream(indexed, config(horizontal_flip=flip), seed=0).take(10)

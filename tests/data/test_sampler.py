@@ -74,6 +74,19 @@ def test_deterministic_for_a_seed_and_epochs_differ():
     assert not np.array_equal(np.stack(a[:steps]), np.stack(a[steps:]))  # a new shuffle per epoch
 
 
+def test_a_stream_started_at_a_step_goes_on_as_the_one_started_at_0():
+    steps = steps_per_epoch(LABELS, 3, 2)
+    whole = batch_indices(LABELS, 3, 2, seed=5)
+    expected = [next(whole) for _ in range(3 * steps)]
+    for start in (1, steps, 2 * steps + 1):
+        resumed = batch_indices(LABELS, 3, 2, seed=5, start=start)
+        np.testing.assert_array_equal(np.stack([next(resumed) for _ in range(3 * steps - start)]),
+                                      np.stack(expected[start:]))
+    images = (np.arange(len(LABELS))[:, None, None, None] * np.ones((1, 4, 4, 3))).astype(np.uint8)
+    first, = class_balanced_dataset(images, LABELS, 3, 2, seed=5, start=steps + 1).take(1)
+    np.testing.assert_array_equal(first[0].numpy()[:, 0, 0, 0], expected[steps + 1])
+
+
 def test_in_memory_dataset_yields_the_sampled_images():
     images = (np.arange(len(LABELS))[:, None, None, None] * np.ones((1, 4, 4, 3))).astype(np.uint8)
     dataset = class_balanced_dataset(images, LABELS, 3, 2, seed=7)

@@ -11,19 +11,32 @@ from dmml_tf.retrieval.evaluate import (embed, embed_networks, results_table,
                                         retrieval_metrics)
 
 
-def naive_metrics(embeddings, labels, ks):
-    """Every metric from a plain loop over queries; singleton classes skipped."""
-    neighbors = naive_neighbors(embeddings, embeddings, len(labels) - 1, leave_one_out=True)
-    per_query = {f"recall@{k}": [] for k in ks} | {"map@r": [], "r_precision": []}
+def naive_metrics(embeddings, labels, ks, gallery=None):
+    """Every metric from a plain loop over queries; queries without a same-class gallery
+    image skipped. `gallery`: `(embeddings, labels)`, else leave-one-out."""
+    own = gallery is None
+    gallery_embeddings, gallery_labels = (embeddings, labels) if own else gallery
+    neighbors = naive_neighbors(embeddings, gallery_embeddings, len(gallery_labels) - own, own)
+    relevant = [sum(1 for j, other in enumerate(gallery_labels) if other == label and not (own and j == i))
+                for i, label in enumerate(labels)]
+    searched = min(len(gallery_labels) - own, max(max(ks), max(relevant)))
+    per_query = {f"recall@{k}": [] for k in ks} | {"map@r": [], "r_precision": [], "mrr": [],
+                                                   "knn_accuracy": []}
     for i, label in enumerate(labels):
-        r = sum(1 for j, other in enumerate(labels) if other == label and j != i)
+        r = relevant[i]
         if r == 0:
             continue
-        ranked = [labels[j] for j in neighbors[i]]
+        ranked = [gallery_labels[j] for j in neighbors[i]]
         for k in ks:
             per_query[f"recall@{k}"].append(float(label in ranked[:k]))
         per_query["map@r"].append(naive_average_precision(ranked, label, r))
         per_query["r_precision"].append(naive_r_precision(ranked, label, r))
+        first = ranked.index(label)
+        per_query["mrr"].append(1.0 / (first + 1) if first < searched else 0.0)
+        voters = ranked[:max(ks)]
+        most = max(voters.count(v) for v in voters)
+        winner = next(v for v in voters if voters.count(v) == most)  # ties: the nearest
+        per_query["knn_accuracy"].append(float(winner == label))
     return {name: float(np.mean(values)) for name, values in per_query.items()}
 
 
@@ -43,6 +56,22 @@ def test_metrics_with_ties_and_singletons_match_naive_loop(seed, monkeypatch):
     for name, value in expected.items():
         assert results[name] == pytest.approx(value, abs=1e-12), name
     assert 0.0 <= results["nmi"] <= 1.0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_separate_queries_and_gallery_match_naive_loop(seed, monkeypatch):
+    monkeypatch.setattr(evaluate, "_BLOCK_NEIGHBORS", 40)
+    rng = np.random.default_rng(seed)
+    directions = np.eye(6, dtype=np.float32)
+    queries, gallery = directions[rng.integers(0, 6, 25)], directions[rng.integers(0, 6, 30)]
+    query_labels, gallery_labels = rng.integers(0, 5, 25), rng.integers(0, 4, 30)
+    query_labels[3] = 9  # a class the gallery lacks: no query
+    ks = (1, 2, 4)
+    results = retrieval_metrics(queries, query_labels, ks, backend="exact",
+                                gallery=(gallery, gallery_labels))
+    expected = naive_metrics(queries, query_labels, ks, gallery=(gallery, gallery_labels))
+    for name, value in expected.items():
+        assert results[name] == pytest.approx(value, abs=1e-12), name
 
 
 def test_singleton_queries_are_left_out():
@@ -66,7 +95,7 @@ def test_scann_reports_its_recall_against_exact():
 
 
 def test_no_class_with_two_images_is_an_error():
-    with pytest.raises(ValueError, match="No class has two images"):
+    with pytest.raises(ValueError, match="No query has a same-class image in the gallery"):
         retrieval_metrics(np.eye(3, dtype=np.float32), [0, 1, 2], ks=(1,))
 
 

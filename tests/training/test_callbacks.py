@@ -80,6 +80,19 @@ def test_evaluation_every_two_epochs_fills_logs_history_and_best(data):
                 value, abs=1e-6), (name, metric)
 
 
+def test_resume_keeps_the_history_and_best_of_the_epochs_trained_before(data, tmp_path):
+    _, test_images, test_labels = data
+    path = tmp_path / "evaluation_history.json"
+    values = [0.5, 0.7, 0.7, 0.9]  # epoch 4 came after the checkpoint: it is trained again
+    path.write_text(json.dumps([{"epoch": epoch, "results": {"ensemble": {"recall@1": value}}}
+                                for epoch, value in enumerate(values, 1)]))
+    evaluation = RetrievalEvaluation(test_images, test_labels, history_path=path)
+    evaluation.resume(3)
+    assert [entry["epoch"] for entry in evaluation.history] == [1, 2, 3]
+    assert (evaluation.best, evaluation.best_epoch) == (0.7, 2)  # a tie keeps the earlier epoch
+    assert evaluation.best_evaluation is None  # its embeddings were not kept
+
+
 def test_an_unknown_monitor_is_a_config_error(data):
     _, test_images, test_labels = data
     evaluation = RetrievalEvaluation(test_images, test_labels, every_epochs=1,
@@ -129,8 +142,8 @@ def test_unknown_network_is_a_config_error(tmp_path):
 
 
 def readme_example():
-    """The Python block after the `callbacks-example` marker in README.md."""
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    """The Python block after the `callbacks-example` marker in docs/keras.md."""
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "keras.md").read_text()
     after_marker = readme.split("<!-- callbacks-example -->", 1)[1]
     return after_marker.split("```python\n", 1)[1].split("\n```", 1)[0]
 

@@ -1,11 +1,13 @@
-"""Checkpoints that resume and the non-finite-loss guard."""
+"""Checkpoints that resume exactly, the best epoch kept, and the non-finite-loss guard."""
 
+import contextlib
+import csv
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -14,10 +16,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from dmml_tf.cli import parse_args, resolve_config
 from dmml_tf.errors import TrainingError
 from dmml_tf.models.backbones import tiny_cnn
 from dmml_tf.models.embedder import build_embedder
-from dmml_tf.training.checkpoints import NonFiniteLossGuard, ResumableCheckpoint
+from dmml_tf.run import evaluate_run, load_best_weights, load_run, train
+from dmml_tf.training.checkpoints import NonFiniteLossGuard, ResumableCheckpoint, resume_fits
+from dmml_tf.training.cohort import restore_cohort
 from dmml_tf.training.dm2 import DM2Model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,42 +55,161 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tm
     assert all(np.isfinite(w).all() for w in model.get_weights())
 
 
-@pytest.mark.slow
-def test_sigkill_mid_epoch_then_the_same_command_resumes_and_finishes(tmp_path):
-    steps, epochs = 5, 30  # the smoke data has 6 steps per epoch
-    command = [sys.executable, str(ROOT / "main.py"), "--smoke", "--set", "model.backbone=tiny_cnn",
-               "--set", "model.weights=null", "--set", f"train.epochs={epochs}",
-               "--set", f"train.max_steps_per_epoch={steps}", "--set", "train.checkpoint_every_steps=2",
-               "--set", "evaluate.every_epochs=0"]
-    run_directory = tmp_path / "runs/emoji_styles"
-    metadata = run_directory / "backup/training_metadata.json"
-    with open(tmp_path / "first.log", "w") as log:
-        first = subprocess.Popen(command, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 600
-        while first.poll() is None and time.time() < deadline:
-            try:  # a checkpoint in the second epoch or later: kill the run
-                if json.loads(metadata.read_text())["epoch"] >= 1:
-                    break
-            except (OSError, ValueError, KeyError):
-                pass
-            time.sleep(0.02)
-        first.send_signal(signal.SIGKILL)
-        first.wait()
-    assert first.returncode == -signal.SIGKILL, (tmp_path / "first.log").read_text()[-3000:]
-    epoch = json.loads(metadata.read_text())["epoch"]
-    saved_step = checkpoint_step(run_directory / "backup/latest.weights.h5")
-    assert 1 <= epoch < epochs - 1 and epoch * steps < saved_step <= (epoch + 1) * steps
+# A tiny run with both random streams (views, dropout), two optimizers and a cosine
+# schedule: 3 epochs of 4 steps, a checkpoint every 2 steps, an evaluation every epoch.
+# Recall@83 of the smoke data's 84 test images is 1 at every epoch, a tie that keeps
+# epoch 1 the best (a later epoch must beat it), so `evaluate.keep: best` keeps epoch 1.
+STEPS, EPOCHS, KILL_AT = 4, 3, 7  # killed after step 7: mid-epoch 2, 1 step after a checkpoint
+TINY_RUN = ["--smoke", "--set", "model.backbone=tiny_cnn", "--set", "model.weights=null",
+            "--set", "model.dropout=0.1", "--set", f"train.epochs={EPOCHS}",
+            "--set", f"train.max_steps_per_epoch={STEPS}", "--set", "train.checkpoint_every_steps=2",
+            "--set", "train.schedule=cosine", "--set", "train.learning_rate=0.001",
+            "--set", "train.backbone_learning_rate=0.0005", "--set", "evaluate.recall_at=[1,83]",
+            "--set", "evaluate.monitor=ensemble/recall@83", "--set", "evaluate.keep=best"]
+NETWORKS = ["member0", "member1", "shadow0", "shadow1", "ensemble", "shadow_ensemble"]
+# Runs `main.py` with a callback that SIGKILLs the process after optimizer step argv[1].
+KILLED_RUN = """
+import os, signal, sys
+import keras
+from dmml_tf import run
+from dmml_tf.cli import main
+from dmml_tf.training.checkpoints import optimizer_step
 
-    second = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
-    assert second.returncode == 0, second.stderr[-3000:]
-    backup = Path("runs/emoji_styles/backup")
-    assert f"resuming from {backup}: step {saved_step}, epoch {epoch + 1}" in second.stdout
-    # The interrupted epoch ran again from its start; the step count went on from the checkpoint.
-    final_step = checkpoint_step(run_directory / "dm2.weights.h5")
-    assert final_step == saved_step + (epochs - epoch) * steps
-    assert not (run_directory / "backup").exists()  # a finished run deletes its backup
-    logged = [line.split(",")[0] for line in (run_directory / "history.csv").read_text().splitlines()]
-    assert logged == ["epoch", *map(str, range(epochs))]
+class Kill(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if optimizer_step(self.model) == int(sys.argv[1]):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+callbacks = run.training_callbacks
+run.training_callbacks = lambda *args: [*callbacks(*args), Kill()]
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def tiny_run_args(directory, *overrides):
+    """TINY_RUN writing into `directory`."""
+    return [*TINY_RUN, "--set", f"run_directory={directory}/runs",
+            "--set", f"export.directory={directory}/saved_models", *overrides]
+
+
+def train_here(args):
+    """`main.py` with `args`, in this process; returns what it printed."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        train(resolve_config(parse_args(args)))
+    keras.backend.clear_session()
+    return printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The tiny run's directory, trained without interruption."""
+    directory = tmp_path_factory.mktemp("uninterrupted")
+    train_here(tiny_run_args(directory))
+    return directory / "runs/emoji_styles"
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+    """The tiny run killed (SIGKILL) after step KILL_AT, then started again in this
+    process: its run directory, the step of the checkpoint it was killed after, and what
+    the second start printed. Neither exports (export does not touch training)."""
+    directory = tmp_path_factory.mktemp("resumed")
+    args = tiny_run_args(directory, "--set", "export.enabled=false")
+    killed = subprocess.run([sys.executable, "-c", KILLED_RUN, str(KILL_AT), *args], cwd=directory,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)},  # this checkout's code
+                            capture_output=True, text=True, timeout=900)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    run_directory = directory / "runs/emoji_styles"
+    saved_step = checkpoint_step(run_directory / "backup/latest.weights.h5")
+    return run_directory, saved_step, train_here(args)
+
+
+def h5_arrays(path):
+    """`{name: array}` of every dataset in the HDF5 file at `path`."""
+    arrays = {}
+    with h5py.File(path) as file:
+        file.visititems(lambda name, item: arrays.update(
+            {name: item[()]} if isinstance(item, h5py.Dataset) else {}))
+    return arrays
+
+
+def learning_rates(run_directory):
+    """Both learning rates at the end of every epoch, from history.csv."""
+    rows = csv.DictReader((run_directory / "history.csv").open())
+    return [[float(row[key]) for key in ("learning_rate", "backbone_learning_rate")]
+            for row in rows]
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_epoch_resumes_to_the_weights_of_the_uninterrupted_run(uninterrupted,
+                                                                                  resumed):
+    run_directory, saved_step, printed = resumed
+    assert saved_step == 6  # the last checkpoint before the kill, in the middle of epoch 2
+    assert f"resuming from {run_directory / 'backup'}: step 6, epoch 2" in printed
+    assert not (run_directory / "backup").exists()  # a finished run deletes its checkpoint
+    expected, got = (h5_arrays(directory / "dm2.weights.h5")
+                     for directory in (uninterrupted, run_directory))
+    # Members, shadows and both optimizers' slots and step counts.
+    assert got.keys() == expected.keys()
+    assert {"optimizer/vars/0", "backbone_optimizer/vars/0"} <= expected.keys()
+    assert expected["optimizer/vars/0"] == STEPS * EPOCHS
+    for name, value in expected.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+    # The cosine schedule's rates at each epoch's end (one row per epoch: 0 after the last).
+    np.testing.assert_allclose(learning_rates(run_directory), learning_rates(uninterrupted),
+                               rtol=1e-6)
+    # The resumed run knew that epoch 1, evaluated before the kill, was its best.
+    metrics, expected_metrics = (json.loads((directory / "metrics.json").read_text())
+                                 for directory in (run_directory, uninterrupted))
+    assert metrics["kept_epoch"] == expected_metrics["kept_epoch"] == 1
+    assert metrics["training_steps"] == STEPS * EPOCHS
+    for network in NETWORKS:
+        assert metrics[network] == pytest.approx(expected_metrics[network], abs=1e-6), network
+
+
+@pytest.mark.slow
+def test_keep_best_reports_and_exports_the_best_epoch_not_the_last(uninterrupted):
+    metrics = json.loads((uninterrupted / "metrics.json").read_text())
+    history = json.loads((uninterrupted / "evaluation_history.json").read_text())
+    assert [entry["epoch"] for entry in history] == [1, 2, 3]
+    assert metrics["kept_epoch"] == 1 and metrics["training_steps"] == STEPS * EPOCHS
+    best, last = history[0]["results"], history[-1]["results"]
+    for network in NETWORKS:
+        assert metrics[network] == pytest.approx(best[network], abs=1e-6), network
+    assert metrics["member0"] != pytest.approx(last["member0"], abs=1e-6)  # epochs differ
+
+    # Every exported SavedModel embeds as the best epoch's weights, not as the last's
+    # (dm2.weights.h5, saved after every epoch).
+    config = load_run(uninterrupted)
+    model = restore_cohort(config, uninterrupted)
+    images = np.random.default_rng(0).uniform(0, 255, (6, 32, 32, 3)).astype("float32")
+    last_embeddings = {name: network.predict(images, verbose=0)
+                       for name, network in model.networks().items()}
+    load_best_weights(model, uninterrupted)
+    for name, network in model.networks().items():
+        served = tf.saved_model.load(str(uninterrupted.parents[1] / "saved_models/emoji_styles"
+                                         / name / "1")).signatures["serving_default"]
+        embeddings = served(images=tf.constant(images))["embeddings"].numpy()
+        np.testing.assert_allclose(embeddings, network.predict(images, verbose=0), atol=1e-5,
+                                   err_msg=name)
+        assert not np.allclose(embeddings, last_embeddings[name], atol=1e-3), name
+    keras.backend.clear_session()
+
+    # `main.py evaluate` evaluates the kept weights again: the same metrics.
+    evaluate_run(uninterrupted)
+    again = json.loads((uninterrupted / "metrics.json").read_text())
+    assert again.keys() == metrics.keys() and again["kept_epoch"] == 1
+    for network in NETWORKS:
+        assert again[network] == pytest.approx(metrics[network], abs=1e-6), network
+
+
+@pytest.mark.parametrize("step, fits", [
+    (0, [(0, 3, 4)]), (4, [(1, 3, 4)]), (6, [(1, 2, 2), (2, 3, 4)]), (11, [(2, 3, 1)]),
+    (12, []),
+], ids=["fresh", "epoch_end", "mid_epoch", "last_step_left", "finished"])
+def test_resume_fits_finish_the_interrupted_epoch_then_train_whole_ones(step, fits):
+    assert resume_fits(step, steps_per_epoch=4, epochs=3) == fits
 
 
 def tensorboard_scalars(directory):

@@ -145,3 +145,22 @@ def test_backbones_stay_frozen_for_their_first_steps_then_train():
     assert not np.array_equal(start_head[0], weights(head)[0])
     model.fit(images, labels, batch_size=16, epochs=1, verbose=0)  # step 2 trains the backbone
     assert not all(np.array_equal(a, b) for a, b in zip(start_backbone, weights(backbone)))
+
+
+def test_a_proxy_loss_from_the_config_trains_its_proxies_at_their_own_rate():
+    config = load_config(None, [*TINY, "model.backbone=tiny_cnn", "model.weights=null",
+                                "loss.metric=proxy_anchor", "loss.metric_options={alpha: 16.0}",
+                                "train.learning_rate=0.001"])
+    model = build_cohort(config, steps_per_epoch=5, classes=[0, 1, 2, 3])
+    assert float(model.proxy_optimizer.learning_rate) == pytest.approx(0.1)  # 100 x 0.001
+    images, labels = tiny_batch()
+    proxies = [p.vectors.numpy().copy() for p in model.proxies]
+    history = model.fit(images, labels, batch_size=16, epochs=1, verbose=0)
+    assert np.isfinite(history.history["member0_proxy_anchor"][0])
+    assert all(not np.allclose(a, p.vectors.numpy()) for a, p in zip(proxies, model.proxies))
+
+
+def test_bad_metric_loss_options_stop_at_load():
+    with pytest.raises(ConfigError, match=r"Unknown config key `loss.metric_options.gamma` for "
+                                          r"loss.metric=arcface. Known keys: scale, margin"):
+        load_config(None, ["loss.metric=arcface", "loss.metric_options={gamma: 2.0}"])

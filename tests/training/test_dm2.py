@@ -148,14 +148,39 @@ def test_shadow_follows_ema(batch, warmup_steps, decay):
     assert moved > 0
 
 
-def test_ema_every_skips_updates(batch):
+def test_ema_every_skips_updates_and_moves_the_shadows_when_due(batch):
     images, labels = batch
-    model = make_model(ema_every_steps=2)
+    model = make_model(ema_every_steps=2, ema_decay=0.5, ema_warmup_steps=0)
     model.compile(optimizer=keras.optimizers.SGD(0.5))
     before = model.shadows[0].get_weights()
     model.fit(images, labels, batch_size=16, epochs=1, verbose=0, shuffle=False)  # step 1: odd
     for old, new in zip(before, model.shadows[0].get_weights()):
         np.testing.assert_array_equal(old, new)
+    model.fit(images, labels, batch_size=16, epochs=1, verbose=0, shuffle=False)  # step 2: due
+    moved = False
+    for old, member, shadow in zip(before, model.members[0].get_weights(),
+                                   model.shadows[0].get_weights()):
+        np.testing.assert_allclose(shadow, 0.5 * old + 0.5 * member, rtol=1e-5, atol=1e-7)
+        moved |= not np.allclose(old, shadow)
+    assert moved  # the members trained, and their shadows followed halfway
+
+
+def test_shadows_run_in_inference_mode_inside_the_train_step(batch):
+    """A shadow's forward pass leaves its BatchNorm statistics as they are (only the EMA,
+    not due here, moves them) and draws no dropout."""
+    images, labels = batch
+    members = [build_embedder(tiny_cnn((SIZE, SIZE, 3), seed=s), 8, seed=s, freeze_batchnorm=False,
+                              dropout=0.5, name=f"member{s}") for s in range(2)]
+    model = DM2Model(members, ema_every_steps=1000)  # the shadow update is due at step 1000
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    shadow_before = [w.numpy().copy() for w in model.shadows[0].weights]
+    member_before = [w.numpy().copy() for w in model.members[0].non_trainable_weights]
+    model.fit(images, labels, batch_size=16, epochs=1, verbose=0, shuffle=False)
+    for old, new in zip(shadow_before, model.shadows[0].weights):
+        np.testing.assert_array_equal(old, new.numpy())
+    # The members' own statistics did move: their forward pass trains BatchNorm.
+    assert any(not np.array_equal(old, new.numpy())
+               for old, new in zip(member_before, model.members[0].non_trainable_weights))
 
 
 def policy_views(count):
@@ -217,6 +242,25 @@ def test_backbone_optimizer_trains_backbones_at_their_own_rate(batch):
     assert int(model.backbone_optimizer.iterations) == int(model.optimizer.iterations) == 1
 
 
+def test_a_nonzero_backbone_learning_rate_moves_backbones_by_their_own_step(batch):
+    images, labels = batch
+    model = make_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.1), backbone_optimizer=keras.optimizers.SGD(0.01))
+    # SGD's step is lr x gradient: read the gradients off one step of a copy at lr 1.
+    reference = make_model()
+    reference.compile(optimizer=keras.optimizers.SGD(1.0))
+    start = [v.numpy().copy() for v in reference.trainable_weights]
+    reference.fit(images, labels, batch_size=16, epochs=1, verbose=0, shuffle=False)
+    gradients = [old - v.numpy() for old, v in zip(start, reference.trainable_weights)]
+    model.fit(images, labels, batch_size=16, epochs=1, verbose=0, shuffle=False)
+    head_ids = {id(v) for member in model.members for v in member.get_layer("head").weights}
+    for old, gradient, v in zip(start, gradients, model.trainable_weights):
+        rate = 0.1 if id(v) in head_ids else 0.01
+        # atol: float32 rounding of w - step, for weights of magnitude ~1
+        np.testing.assert_allclose(old - v.numpy(), rate * gradient, rtol=1e-4, atol=2e-7)
+    assert max(np.abs(g).max() for g in gradients) > 1e-3  # real steps were compared
+
+
 def test_backbone_optimizer_needs_a_head_layer():
     inputs = keras.Input((SIZE, SIZE, 3))
     outputs = keras.layers.UnitNormalization()(keras.layers.Dense(4)(keras.layers.Flatten()(inputs)))
@@ -243,15 +287,13 @@ def test_config_round_trip_keeps_every_hyperparameter():
 def test_gradient_ratio_is_lambda_times_the_norm_ratio_at_the_embeddings(batch, mutual):
     images, labels = batch
     model = make_model(relational_weight=7.0, mutual=mutual)
+    model.compile(optimizer="adam")
     z = [member(images) for member in model.members]
     zbar = [shadow(images) for shadow in model.shadows]
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(z)
-        _, terms = model.cohort_losses(labels, z, zbar)
-    ratios = model.gradient_ratios(tape, terms, z)
+    ratios = model.gradient_ratios(tf.constant(labels), z, zbar)
     for m in range(2):
         if not mutual:
-            assert ratios[f"member{m}_gradient_ratio"] == 0.0
+            assert ratios[m] == 0.0
             continue
         # Reference: each term's gradient at z_m on its own, by separate tapes.
         norms = []
@@ -262,5 +304,89 @@ def test_gradient_ratio_is_lambda_times_the_norm_ratio_at_the_embeddings(batch, 
                 value = model.cohort_losses(labels, zs, zbar)[1][f"member{m}_{term}"]
             norms.append(np.linalg.norm(own.gradient(value, z[m]).numpy()))
         assert norms[0] > 0 and norms[1] > 0
-        np.testing.assert_allclose(float(ratios[f"member{m}_gradient_ratio"]),
-                                   7.0 * norms[0] / norms[1], rtol=1e-5)
+        np.testing.assert_allclose(float(ratios[m]), 7.0 * norms[0] / norms[1], rtol=1e-5)
+
+
+def test_gradient_ratios_are_tracked_on_logging_steps_only(batch):
+    images, labels = batch
+    model = make_model(log_every_steps=1000)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    first = model.gradient_ratios(tf.constant(labels), [m(images) for m in model.members],
+                                  [s(images) for s in model.shadows]).numpy()
+    history = model.fit(np.concatenate([images] * 3), np.concatenate([labels] * 3),
+                        batch_size=16, epochs=1, verbose=0, shuffle=False)  # steps 0, 1, 2
+    # Only step 0 logs: the epoch's ratio is step 0's, not a mean over three steps.
+    for m in range(2):
+        assert first[m] > 0
+        np.testing.assert_allclose(history.history[f"member{m}_gradient_ratio"][0], first[m],
+                                   rtol=1e-5)
+
+
+@pytest.mark.parametrize("metric", ["contrastive", "multi_similarity", "circle", "supcon"])
+def test_a_pair_loss_is_each_members_metric_term(batch, metric):
+    from dmml_tf.losses.metric_losses import METRIC_LOSSES
+
+    images, labels = batch
+    model = make_model(metric=metric, teachers="peers")
+    z = [member(images) for member in model.members]
+    total, terms = model.cohort_losses(tf.constant(labels), z, [])
+    for m in range(2):
+        expected = METRIC_LOSSES[metric].function(labels, z[m]).numpy()
+        np.testing.assert_allclose(terms[f"member{m}_{metric}"].numpy(), expected, rtol=1e-6)
+    assert set(model.term_trackers) == {f"member{m}_{t}" for m in range(2)
+                                        for t in (metric, "relational", "gradient_ratio")}
+
+
+@pytest.mark.parametrize("metric", ["proxy_anchor", "normsoftmax", "cosface", "arcface"])
+def test_a_proxy_loss_gives_each_member_its_own_proxies_of_the_training_classes(batch, metric):
+    from dmml_tf.losses.metric_losses import METRIC_LOSSES
+
+    images, labels = batch
+    classes = [3, 5, 8, 11, 20]  # the batch's labels 0..3 stand for the first four of them
+    model = make_model(metric=metric, classes=classes)
+    first, second = (p.vectors.numpy() for p in model.proxies)
+    assert first.shape == (5, 8) and not np.allclose(first, second)
+    assert {id(p.vectors) for p in model.proxies} <= {id(v) for v in model.trainable_weights}
+    z = [member(images) for member in model.members]
+    _, terms = model.cohort_losses(tf.constant(np.take(classes, labels)), z, [])
+    for m in range(2):
+        expected = METRIC_LOSSES[metric].function(labels, z[m], model.proxies[m].vectors).numpy()
+        np.testing.assert_allclose(terms[f"member{m}_{metric}"].numpy(), expected, rtol=1e-6)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="not one of the proxies' classes"):
+        model.cohort_losses(tf.constant(labels + 100), z, [])
+
+
+def test_a_proxy_loss_needs_the_training_classes():
+    with pytest.raises(ValueError, match="give `classes`"):
+        make_model(metric="proxy_anchor")
+
+
+def test_proxies_train_with_their_own_optimizer_and_stay_out_of_the_members(batch):
+    images, labels = batch
+    model = make_model(metric="proxy_anchor", classes=range(4))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), proxy_optimizer=keras.optimizers.Adam(0.1))
+    groups = model.optimizer_groups()
+    assert [len(v) for _, v in groups][1] == 2  # the two members' proxies, apart
+    proxies = [p.vectors.numpy().copy() for p in model.proxies]
+    model.fit(images, labels, batch_size=16, epochs=1, verbose=0)
+    assert all(not np.allclose(a, p.vectors.numpy()) for a, p in zip(proxies, model.proxies))
+    assert int(model.proxy_optimizer.iterations) == 1
+    member_weights = {id(w) for member in model.members for w in member.weights}
+    assert not {id(p.vectors) for p in model.proxies} & member_weights  # exports hold members
+
+
+def test_mixed_float16_with_a_second_optimizer_is_refused():
+    model = make_model()
+    with pytest.raises(ValueError, match="LossScaleOptimizer"):
+        model.compile(optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam()),
+                      backbone_optimizer="adam")
+
+
+def test_the_one_ensemble_is_the_re_normalised_concatenation_everywhere(batch):
+    images, _ = batch
+    model = make_model()
+    parts = np.concatenate([member(images).numpy() for member in model.members], axis=1)
+    expected = parts / np.linalg.norm(parts, axis=1, keepdims=True)
+    np.testing.assert_allclose(model(images).numpy(), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.networks()["ensemble"](images).numpy(), expected,
+                               rtol=1e-5, atol=1e-6)

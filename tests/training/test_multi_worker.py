@@ -247,7 +247,7 @@ def test_a_killed_worker_job_restarts_and_resumes_from_the_last_checkpoint(tmp_p
     backup = tmp_path / "runs/emoji_styles/backup"
     workers = start_job(tmp_path, args, "first")
     deadline = time.monotonic() + TIMEOUT_S
-    while not (backup / "training_metadata.json").is_file():
+    while not (backup / "latest.weights.h5").is_file():  # written whole, then renamed
         assert all(worker.poll() is None for worker in workers), "a worker stopped early"
         assert time.monotonic() < deadline, "no checkpoint before the timeout"
         time.sleep(0.05)
