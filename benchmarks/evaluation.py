@@ -63,7 +63,7 @@ def cohort(args):
 
     config = load_config(ROOT / "configs" / "emoji_styles.yaml", args.overrides)
     splits = build_data(config)
-    model = build_cohort(config, steps_per_epoch=1)
+    model = build_cohort(config, steps_per_epoch=1, classes=np.unique(splits.train_labels))
     baseline = pooled_features(build_backbone(config.model.backbone_of(0),
                                               config.model.weights_of(0),
                                               config.data.image_size), name="pretrained")

@@ -33,7 +33,8 @@ def nearest_other_image(embeddings):
 def agreement(run_directory):
     config = load_config(run_directory / "config.yaml")
     splits = load_dataset(config.data, config.seed, config.evaluate.batch_size, log=lambda _: None)
-    model = restore_cohort(config, run_directory)
+    # The training classes: a proxy loss's proxies are built for them before the weights load.
+    model = restore_cohort(config, run_directory, np.unique(splits.train_labels))
     # The ensemble is not run: its embedding is the members' concatenated.
     networks = {"member0": model.members[0], "member1": model.members[1], "ensemble": None}
     embeddings = embed_networks(networks, splits.test_images, config.evaluate.batch_size,

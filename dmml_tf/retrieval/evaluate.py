@@ -208,7 +208,8 @@ class _Laps:
         self.last = now
 
 
-def evaluate_embeddings(all_embeddings, labels, evaluate_config, log=print, seconds=None):
+def evaluate_embeddings(all_embeddings, labels, evaluate_config, log=print, seconds=None,
+                        gallery=None):
     """`retrieval_metrics` of each network's embeddings, one logged line per network.
 
     Args:
@@ -218,6 +219,8 @@ def evaluate_embeddings(all_embeddings, labels, evaluate_config, log=print, seco
         log: callable taking one str. Defaults to `print`.
         seconds: dict or None. As in `retrieval_metrics`, summed over networks.
             Defaults to `None`.
+        gallery: pair `({name: (M, d) array}, labels (M,))` or None. A separate gallery
+            that each network's queries search; `None`: leave-one-out. Defaults to `None`.
 
     Returns:
         dict `{name: {metric: value}}`, in the order of `all_embeddings`.
@@ -226,7 +229,8 @@ def evaluate_embeddings(all_embeddings, labels, evaluate_config, log=print, seco
     for name, embeddings in all_embeddings.items():
         results[name] = retrieval_metrics(
             embeddings, labels, evaluate_config.recall_at, evaluate_config.backend,
-            evaluate_config.exact_below, evaluate_config.scann_check_queries, seconds=seconds)
+            evaluate_config.exact_below, evaluate_config.scann_check_queries, seconds=seconds,
+            gallery=None if gallery is None else (gallery[0][name], gallery[1]))
         log(f"      {name:<28}" + "  ".join(f"{k} {v:.4f}" for k, v in results[name].items()))
     return results
 

@@ -44,7 +44,7 @@ class RetrievalEvaluation(keras.callbacks.Callback):
     Args:
         images: array of shape `(N, H, W, 3)` in [0, 255], or a batched
             `tf.data.Dataset` of images or `(images, labels)`. Test or validation images,
-            of classes not trained on.
+            of classes not trained on: the queries, and the gallery unless `gallery`.
         labels: int array of shape `(N,)`. Their class labels.
         every_epochs: int. Evaluate after every this many epochs; 0 never evaluates
             during training. Defaults to `4`.
@@ -66,6 +66,9 @@ class RetrievalEvaluation(keras.callbacks.Callback):
             model's weights (and optimizer state) whenever `monitor` improves.
             Defaults to `None`.
         log: callable taking one str. Defaults to `print`.
+        gallery: pair `(images, labels)` or None. A separate gallery (as `images` and
+            `labels`) that the queries search, for In-Shop and SOP-style protocols;
+            `None`: leave-one-out over `images`. Defaults to `None`.
 
     Attributes:
         history: list of `{"epoch": int, "results": {network: {metric: float}}}`, with
@@ -93,7 +96,7 @@ class RetrievalEvaluation(keras.callbacks.Callback):
                  backend=EvaluateConfig.backend, exact_below=EvaluateConfig.exact_below,
                  scann_check_queries=EvaluateConfig.scann_check_queries,
                  batch_size=EvaluateConfig.batch_size, logged_metrics=("recall@1",),
-                 history_path=None, best_weights_path=None, log=print):
+                 history_path=None, best_weights_path=None, log=print, gallery=None):
         super().__init__()
         if not isinstance(every_epochs, int) or every_epochs < 0:
             raise ConfigError("every_epochs must be a non-negative integer. "
@@ -109,6 +112,7 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         self.history_path = None if history_path is None else Path(history_path)
         self.best_weights_path = None if best_weights_path is None else Path(best_weights_path)
         self.log = log
+        self.gallery = gallery
         self.history = []
         self.best = None
         self.best_epoch = None
@@ -133,7 +137,13 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         networks, ensembles = evaluated_networks(self.model)
         embeddings = embed_networks(networks, self.images, self.settings.batch_size, ensembles,
                                     progress=terminal_progress("evaluating"))
-        results = evaluate_embeddings(embeddings, self.labels, self.settings, log=lambda line: None)
+        gallery = None
+        if self.gallery is not None:
+            gallery_images, gallery_labels = self.gallery
+            gallery = (embed_networks(networks, gallery_images, self.settings.batch_size, ensembles),
+                       gallery_labels)
+        results = evaluate_embeddings(embeddings, self.labels, self.settings, log=lambda line: None,
+                                      gallery=gallery)
         self.last = {"step": int(self.model.optimizer.iterations.numpy()),
                      "embeddings": embeddings, "results": results}
         return results

@@ -157,3 +157,24 @@ def test_readme_callbacks_example_runs(tmp_path):
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "best ensemble MAP@R" in completed.stdout
     assert (tmp_path / "saved_models/mine/ensemble/1/saved_model.pb").is_file()
+
+
+def test_evaluation_with_a_separate_gallery_matches_the_metrics_of_its_embeddings(data):
+    dataset, test_images, test_labels = data
+    # Other colours under the same labels: retrieval from this gallery mostly fails, so
+    # its metrics differ from leave-one-out over the queries.
+    gallery_images, gallery_labels = coloured_classes(5, 6, seed=2)
+    model = make_model()
+    evaluation = RetrievalEvaluation(test_images, test_labels, every_epochs=1, recall_at=(1, 2),
+                                     backend="exact", gallery=(gallery_images, gallery_labels),
+                                     log=lambda line: None)
+    model.fit(dataset, epochs=1, steps_per_epoch=1, callbacks=[evaluation], verbose=0)
+    member = model.members[0]
+    queries, gallery = embed(member, test_images, 64), embed(member, gallery_images, 64)
+    expected = retrieval_metrics(queries, test_labels, (1, 2), backend="exact",
+                                 gallery=(gallery, gallery_labels))
+    leave_one_out = retrieval_metrics(queries, test_labels, (1, 2), backend="exact")
+    results = evaluation.history[0]["results"]["member0"]
+    for name, value in expected.items():
+        assert results[name] == pytest.approx(value, abs=1e-6), name
+    assert results != pytest.approx(leave_one_out)  # the gallery was searched, not the queries
