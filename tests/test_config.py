@@ -1,5 +1,5 @@
 """Every config rule: a bad key or value raises a ConfigError naming the key, the value
-received and what is allowed (dmml_tf/config.py)."""
+received and what is allowed (dmml_tf/config/)."""
 
 import re
 import warnings
