@@ -1,3 +1,5 @@
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -164,3 +166,23 @@ def test_bad_metric_loss_options_stop_at_load():
     with pytest.raises(ConfigError, match=r"Unknown config key `loss.metric_options.gamma` for "
                                           r"loss.metric=arcface. Known keys: scale, margin"):
         load_config(None, ["loss.metric=arcface", "loss.metric_options={gamma: 2.0}"])
+
+
+def test_before_training_is_the_members_own_start(tmp_path):
+    from dmml_tf.data.registry import load_dataset
+    from dmml_tf.retrieval.evaluate import embed, retrieval_metrics
+    from dmml_tf.run import INITIAL_RESULTS, initial_results
+
+    config = load_config(None, [*TINY, "model.backbone=tiny_cnn", "model.weights=null",
+                                "data.max_classes=24", "evaluate.backend=exact",
+                                "evaluate.recall_at=[1, 2]"])
+    splits = load_dataset(config.data, config.seed, log=lambda line: None)
+    model = build_cohort(config, steps_per_epoch=5)
+    initial_results(config, model, tmp_path, splits, {})
+    results = json.loads((tmp_path / INITIAL_RESULTS).read_text())["results"]
+    assert list(results) == ["member0 before training", "member1 before training",
+                             "ensemble before training"]
+    for m, member in enumerate(model.members):  # these very networks, not another backbone
+        expected = retrieval_metrics(embed(member, splits.test_images, 64), splits.test_labels,
+                                     (1, 2), backend="exact")
+        assert results[f"member{m} before training"] == pytest.approx(expected, abs=1e-6)
