@@ -13,7 +13,6 @@ import re
 import shutil
 import sys
 import tarfile
-import tempfile
 import unicodedata
 import zipfile
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from dmml_tf.data.array_cache import read_arrays, write_arrays
 from dmml_tf.data.npm import fetch_package
 from dmml_tf.errors import DataError
 
@@ -107,13 +107,14 @@ def load_emoji_styles(
     cache = folder / f"emoji_styles_{image_size}px{subset}.npz"
     if cache.exists():
         try:
-            return _read_cache(cache, image_size)
+            return EmojiStyles(**read_arrays(cache, _SOURCES, image_size, per_image=("styles",),
+                                             per_class=("class_groups",)))
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
             print(f"emoji_styles: cached file {cache} is unreadable ({error}); rebuilding it",
                   file=sys.stderr)
     folder.mkdir(parents=True, exist_ok=True)
     data = _build(folder, image_size, max_classes)
-    _write_cache(cache, data)
+    write_arrays(cache, {name: np.asarray(value) for name, value in vars(data).items()}, _SOURCES)
     shutil.copyfile(ATTRIBUTION, folder / ATTRIBUTION.name)
     return data
 
@@ -293,42 +294,3 @@ def _is_private_use(sequence):
 
 def _codepoints(sequence):
     return tuple(int(c, 16) for c in sequence.split("-"))
-
-
-def _write_cache(path, data):
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as file:
-        np.savez(
-            file,
-            images=data.images,
-            labels=data.labels,
-            class_names=np.array(data.class_names),
-            class_groups=np.array(data.class_groups),
-            styles=np.array(data.styles),
-            sources=np.array(_SOURCES),
-        )
-    os.chmod(file.name, 0o644)  # NamedTemporaryFile creates it readable by its owner only
-    os.replace(file.name, path)  # atomic: readers see the old file or the whole new one
-
-
-def _read_cache(path, image_size):
-    with np.load(path, allow_pickle=False) as npz:
-        if str(npz["sources"]) != _SOURCES:  # the pinned versions changed since it was built
-            raise ValueError(f"built from {npz['sources']}, not {_SOURCES}")
-        data = EmojiStyles(
-            images=npz["images"],
-            labels=npz["labels"],
-            class_names=tuple(npz["class_names"].tolist()),
-            class_groups=tuple(npz["class_groups"].tolist()),
-            styles=tuple(npz["styles"].tolist()),
-        )
-    n, c = len(data.images), len(data.class_names)
-    if (
-        data.images.dtype != np.uint8
-        or data.images.shape[1:] != (image_size, image_size, 3)
-        or data.labels.shape != (n,)
-        or len(data.styles) != n
-        or len(data.class_groups) != c
-        or not np.all((data.labels >= 0) & (data.labels < c))
-    ):
-        raise ValueError("its arrays do not fit together")
-    return data

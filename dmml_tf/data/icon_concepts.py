@@ -16,7 +16,6 @@ import json
 import os
 import sys
 import tarfile
-import tempfile
 import textwrap
 import time
 import zipfile
@@ -29,6 +28,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from dmml_tf.data.array_cache import read_arrays, write_arrays
 from dmml_tf.data.npm import fetch_package
 from dmml_tf.errors import DataError
 
@@ -132,7 +132,7 @@ def load_icon_concepts(
     data = None
     if cache.exists():
         try:
-            data = _read_cache(cache, image_size)
+            data = IconConcepts(**read_arrays(cache, _SOURCES, image_size, per_image=("sets",)))
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
             print(f"icon_concepts: cached file {cache} is unreadable ({error}); rebuilding it",
                   file=sys.stderr)
@@ -140,7 +140,8 @@ def load_icon_concepts(
         folder.mkdir(parents=True, exist_ok=True)
         data, credits = _build(folder, image_size)
         (folder / ATTRIBUTION.name).write_text(credits, encoding="utf-8")
-        _write_cache(cache, data)
+        write_arrays(cache, {name: np.asarray(value) for name, value in vars(data).items()},
+                     _SOURCES)
     return _keep_classes(data, max_classes) if max_classes else data
 
 
@@ -460,42 +461,6 @@ def save_grid(data, path, class_names=None, per_row=8):
 
 def _log(message):
     print(f"icon_concepts: {message}", file=sys.stderr)
-
-
-def _write_cache(path, data):
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as file:
-        np.savez(
-            file,
-            images=data.images,
-            labels=data.labels,
-            class_names=np.array(data.class_names),
-            sets=np.array(data.sets),
-            sources=np.array(_SOURCES),
-        )
-    os.chmod(file.name, 0o644)  # NamedTemporaryFile creates it readable by its owner only
-    os.replace(file.name, path)  # atomic: readers see the old file or the whole new one
-
-
-def _read_cache(path, image_size):
-    with np.load(path, allow_pickle=False) as npz:
-        if str(npz["sources"]) != _SOURCES:  # another pin or other rules built it
-            raise ValueError(f"built from {npz['sources']}, not {_SOURCES}")
-        data = IconConcepts(
-            images=npz["images"],
-            labels=npz["labels"],
-            class_names=tuple(npz["class_names"].tolist()),
-            sets=tuple(npz["sets"].tolist()),
-        )
-    n, c = len(data.images), len(data.class_names)
-    if (
-        data.images.dtype != np.uint8
-        or data.images.shape[1:] != (image_size, image_size, 3)
-        or data.labels.shape != (n,)
-        or len(data.sets) != n
-        or not np.all((data.labels >= 0) & (data.labels < c))
-    ):
-        raise ValueError("its arrays do not fit together")
-    return data
 
 
 def main(argv=None):
