@@ -173,9 +173,14 @@ def test_shadows_run_in_inference_mode_inside_the_train_step(batch):
                               dropout=0.5, name=f"member{s}") for s in range(2)]
     model = DM2Model(members, ema_every_steps=1000)  # the shadow update is due at step 1000
     model.compile(optimizer=keras.optimizers.SGD(0.1))
+    flags = []  # the `training` flag of every shadow call while the step is traced
+    for shadow in model.shadows:
+        call = shadow.call
+        shadow.call = lambda *args, call=call, **kwargs: flags.append(kwargs.get("training")) or call(*args, **kwargs)
     shadow_before = [w.numpy().copy() for w in model.shadows[0].weights]
     member_before = [w.numpy().copy() for w in model.members[0].non_trainable_weights]
     model.fit(images, labels, batch_size=16, epochs=1, verbose=0, shuffle=False)
+    assert len(flags) == 2 and not any(flags)
     for old, new in zip(shadow_before, model.shadows[0].weights):
         np.testing.assert_array_equal(old, new.numpy())
     # The members' own statistics did move: their forward pass trains BatchNorm.
