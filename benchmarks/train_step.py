@@ -11,6 +11,8 @@ Builds, from the config (with `model.weights=null` unless set: weights do not ch
 speed), three cohorts under MirroredStrategy as `main.py` does:
 
 - DM2: M members, shadows and views as configured (the default: 2 members, both teach);
+- DM2 with the members' gradient ratios on every step (`train.log_every_steps=1`): the
+  cost of the extra backward passes that logging steps alone now pay;
 - single: one member, `cohort.mutual=false` (no teachers, so no shadow forward, no shadow
   view, no relational loss): training one model on its own (its shadow is still updated,
   as in the package's independent-training baseline);
@@ -216,7 +218,10 @@ def main(argv=None):
     print("timing DM2 and single-member steps in turns ...", flush=True)
     dm2 = build(args, strategy)
     step = time_in_turns({"dm2": dm2, "single": build(args, strategy, "cohort.members=1",
-                                                      "cohort.mutual=false")},
+                                                      "cohort.mutual=false"),
+                          # the members' gradient ratios on every step, as before they
+                          # were computed on logging steps only
+                          "ratios_every_step": build(args, strategy, "train.log_every_steps=1")},
                          batches, args.steps, args.rounds)
     # XLA has no kernel for the views' crop (CropAndResize): compare it without views.
     if "xla" not in args.skip:
@@ -247,6 +252,9 @@ def main(argv=None):
             print(f"  {label:<26} {step[name]:7.3f} s/step  {batch_size / step[name]:7.1f} images/s")
     print(f"DM2 / {members} single-member steps: {step['dm2'] / (members * step['single']):.3f} "
           "(goal <= 1.20)")
+    print(f"DM2 step with gradient ratios on every step / on every "
+          f"{config.train.log_every_steps}th (train.log_every_steps; median steps): "
+          f"{step['ratios_every_step'] / step['dm2']:.3f}")
     if "no_views" in step:
         print(f"jit_compile on / off (without views): {step['no_views_jit'] / step['no_views']:.3f}")
     print(f"where DM2's extra {step['dm2'] - members * step['single']:.3f} s goes:")

@@ -124,7 +124,9 @@ def test_train_step(tmp_path):
                            "--fit-steps", 2, "--skip", "xla", "precision", cwd=tmp_path)
     dm2 = line(f"DM2 / 2 single-member steps: {NUMBER} \\(goal <= 1.20\\)", stdout)
     fit = line(f"fit step / benchmark step: {NUMBER} \\(goal <= 1.1; .*\\)", stdout)
-    assert float(dm2.group(1)) > 0 and float(fit.group(1)) > 0
+    ratios = line(f"DM2 step with gradient ratios on every step / on every 10th "
+                  f"\\(train.log_every_steps; median steps\\): {NUMBER}", stdout)
+    assert float(dm2.group(1)) > 0 and float(fit.group(1)) > 0 and float(ratios.group(1)) > 0
     line(r"  callbacks +[+-]\d+\.\d{3} s/step \(checkpoints, TensorBoard, CSV, guards\)", stdout)
 
 
