@@ -309,10 +309,10 @@ def save(args, records, summary):
     Path(f"{out}.json").write_text(json.dumps(
         {"records": records, "summary": summary, "seeds": args.seeds, "epochs": args.epochs,
          "overrides": args.overrides}, indent=1))
-    if records:
+    if records:  # the grid has no paired differences to plot
         plot(records, f"{out}.png")
-    print(f"\n{table(records)}\n\n{json.dumps(summary, indent=1)}\n-> {out}.json, {out}.png",
-          flush=True)
+    written = f"{out}.json" + (f", {out}.png" if records else "")
+    print(f"\n{table(records)}\n\n{json.dumps(summary, indent=1)}\n-> {written}", flush=True)
 
 
 def main():
