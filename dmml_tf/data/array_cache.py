@@ -2,7 +2,9 @@
 read back only if it was built from the same sources and its arrays fit together."""
 
 import os
+import sys
 import tempfile
+import zipfile
 
 import numpy as np
 
@@ -45,3 +47,26 @@ def read_arrays(path, sources, image_size, per_image=(), per_class=()):
         raise ValueError("its arrays do not fit together")
     return {name: tuple(value.tolist()) if value.dtype.kind == "U" else value
             for name, value in arrays.items()}
+
+
+def check_load_arguments(image_size, max_classes):
+    """Raise the ValueError an embedded data set's loader gives for a bad argument."""
+    if not isinstance(image_size, int) or image_size < 8:
+        raise ValueError(f"`image_size` must be an int >= 8. Received: image_size={image_size}")
+    if max_classes is not None and (not isinstance(max_classes, int) or max_classes < 1):
+        raise ValueError(
+            f"`max_classes` must be None or an int >= 1. Received: max_classes={max_classes}"
+        )
+
+
+def cached_arrays(path, sources, image_size, per_image=(), per_class=()):
+    """`read_arrays` of `path`, or None when it is missing or unusable (said on stderr):
+    the caller builds the data set again."""
+    if not path.exists():
+        return None
+    try:
+        return read_arrays(path, sources, image_size, per_image, per_class)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        print(f"{path.parent.name}: cached file {path} is unreadable ({error}); rebuilding it",
+              file=sys.stderr)
+        return None

@@ -14,7 +14,6 @@ import shutil
 import sys
 import tarfile
 import unicodedata
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from dmml_tf.data.array_cache import read_arrays, write_arrays
+from dmml_tf.data.array_cache import cached_arrays, check_load_arguments, write_arrays
 from dmml_tf.data.npm import fetch_package
 from dmml_tf.errors import DataError
 
@@ -95,23 +94,15 @@ def load_emoji_styles(
     data.class_names[data.labels[0]], data.styles[0]
     ```
     """
-    if not isinstance(image_size, int) or image_size < 8:
-        raise ValueError(f"`image_size` must be an int >= 8. Received: image_size={image_size}")
-    if max_classes is not None and (not isinstance(max_classes, int) or max_classes < 1):
-        raise ValueError(
-            f"`max_classes` must be None or an int >= 1. Received: max_classes={max_classes}"
-        )
+    check_load_arguments(image_size, max_classes)
     root = data_dir or os.environ.get("DMML_DATA_DIR") or "~/.cache/dmml_tf"
     folder = Path(root).expanduser() / "emoji_styles"
     subset = f"_{max_classes}classes" if max_classes else ""
     cache = folder / f"emoji_styles_{image_size}px{subset}.npz"
-    if cache.exists():
-        try:
-            return EmojiStyles(**read_arrays(cache, _SOURCES, image_size, per_image=("styles",),
-                                             per_class=("class_groups",)))
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-            print(f"emoji_styles: cached file {cache} is unreadable ({error}); rebuilding it",
-                  file=sys.stderr)
+    arrays = cached_arrays(cache, _SOURCES, image_size, per_image=("styles",),
+                           per_class=("class_groups",))
+    if arrays is not None:
+        return EmojiStyles(**arrays)
     folder.mkdir(parents=True, exist_ok=True)
     data = _build(folder, image_size, max_classes)
     write_arrays(cache, {name: np.asarray(value) for name, value in vars(data).items()}, _SOURCES)

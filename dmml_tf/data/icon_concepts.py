@@ -18,7 +18,6 @@ import sys
 import tarfile
 import textwrap
 import time
-import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from dmml_tf.data.array_cache import read_arrays, write_arrays
+from dmml_tf.data.array_cache import cached_arrays, check_load_arguments, write_arrays
 from dmml_tf.data.npm import fetch_package
 from dmml_tf.errors import DataError
 
@@ -120,22 +119,12 @@ def load_icon_concepts(
     data.class_names[data.labels[0]], data.sets[0]  # ('airplay', 'andrsrxn')
     ```
     """
-    if not isinstance(image_size, int) or image_size < 8:
-        raise ValueError(f"`image_size` must be an int >= 8. Received: image_size={image_size}")
-    if max_classes is not None and (not isinstance(max_classes, int) or max_classes < 1):
-        raise ValueError(
-            f"`max_classes` must be None or an int >= 1. Received: max_classes={max_classes}"
-        )
+    check_load_arguments(image_size, max_classes)
     root = data_dir or os.environ.get("DMML_DATA_DIR") or "~/.cache/dmml_tf"
     folder = Path(root).expanduser() / "icon_concepts"
     cache = folder / f"icon_concepts_{image_size}px.npz"
-    data = None
-    if cache.exists():
-        try:
-            data = IconConcepts(**read_arrays(cache, _SOURCES, image_size, per_image=("sets",)))
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-            print(f"icon_concepts: cached file {cache} is unreadable ({error}); rebuilding it",
-                  file=sys.stderr)
+    arrays = cached_arrays(cache, _SOURCES, image_size, per_image=("sets",))
+    data = None if arrays is None else IconConcepts(**arrays)
     if data is None:
         folder.mkdir(parents=True, exist_ok=True)
         data, credits = _build(folder, image_size)
