@@ -20,8 +20,13 @@ every DM2 candidate of the `diversity` protocol runs on the schedule it chose:
 
 `test` runs DM2 and independent training at equal epochs (5 seeds), independent training
 at DM2's wall time (it gets the extra steps that DM2's slower step costs; 3 seeds), and
-DM2 without each diversity (3 seeds; `--equal-epochs-only` skips these two). Finished
-runs are read back, so an interrupted sweep resumes where it stopped. Writes `<out>_<split>.json` (one record per comparison,
+DM2 without each diversity (3 seeds; `--equal-epochs-only` skips these two). `losses`
+runs both arms on the test classes with each metric loss of LOSSES at its paper's
+settings (3 seeds; triplet's runs are `test`'s, read back):
+
+    python benchmarks/reproduce.py losses --epochs 3 --work benchmarks/results
+
+Finished runs are read back, so an interrupted sweep resumes where it stopped. Writes `<out>_<split>.json` (one record per comparison,
 network and metric, as fractions) and `<out>_<split>.png` (the paired differences).
 """
 
@@ -91,6 +96,8 @@ ABLATIONS = {
     "dm2 without temporal diversity": ["cohort.teachers=peers"],
     "dm2 without view diversity": ["cohort.view_diversity=false"],
 }
+# losses: the metric losses compared, each at its paper's settings (loss.metric_options unset).
+LOSSES = ("contrastive", "multi_similarity", "proxy_anchor", "arcface", "triplet")
 NETWORKS = ("members", "ensemble", "shadow_ensemble")
 METRICS = ("recall@1", "map@r")
 
@@ -99,10 +106,10 @@ def run_arm(arm, overrides, seed, args):
     """One training run, as `main.py` makes it; its metrics.json (read back if it finished
     before)."""
     slug = "".join(c if c.isalnum() or c in "=.-" else "_" for c in arm)
-    run_directory = args.work / args.split / slug / f"seed{seed}"
+    split = "test" if args.split in ("test", "losses") else "validation"
+    run_directory = args.work / split / slug / f"seed{seed}"
     metrics = run_directory / args.dataset / "metrics.json"
     if not metrics.is_file():
-        split = "test" if args.split == "test" else "validation"
         settings = [f"seed={seed}", f"train.epochs={args.epochs}", f"run_directory={run_directory}",
                     "export.enabled=false", "evaluate.every_epochs=0", f"data.split={split}",
                     *args.overrides, *overrides]
@@ -262,6 +269,27 @@ def test(args):
     return records, summary
 
 
+def losses(args):
+    """DM2 against independent training, seed by seed, with each loss of LOSSES as the
+    members' metric loss; the summary keeps each arm's level."""
+    records, summary = [], {}
+    for loss in args.losses:
+        # triplet is the default loss: its arms are the `test` comparison's runs
+        prefix = "" if loss == "triplet" else f"{loss} "
+        arms = {"dm2": [f"loss.metric={loss}"], BASELINE: [*INDEPENDENT, f"loss.metric={loss}"]}
+        runs = {arm: [] for arm in arms}
+        for seed in args.seeds:
+            for arm, overrides in arms.items():
+                runs[arm].append(run_arm(prefix + arm, overrides, seed, args))
+        records += compare(f"{loss}: dm2 - independent", "equal_epochs", runs["dm2"], runs[BASELINE])
+        summary[loss] = {arm: {f"{n} {m}": statistics.mean(network_metrics(r, n)[m] for r in arm_runs)
+                               for n in ("members", "ensemble") for m in METRICS}
+                         | {"training_seconds": statistics.mean(r["seconds"]["training"] for r in arm_runs)}
+                         for arm, arm_runs in runs.items()}
+        save(args, records, summary)
+    return records, summary
+
+
 def table(records):
     """Markdown: one row per comparison and budget, cells `mean [low, high]` in points."""
     header = [f"{n} {m}" for n in NETWORKS for m in METRICS]
@@ -317,9 +345,10 @@ def save(args, records, summary):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("split", choices=["grid", "validation", "test"],
+    parser.add_argument("split", choices=["grid", "validation", "test", "losses"],
                         help="grid: independent training's learning rate and epochs (validation "
-                        "classes); validation: DM2 candidates; test: the chosen setting")
+                        "classes); validation: DM2 candidates; test: the chosen setting; "
+                        "losses: DM2 against independent training per metric loss (test classes)")
     parser.add_argument("--dataset", default="emoji_styles")
     parser.add_argument("--seeds", type=int, nargs="+", help="default: 0 1 2 for validation, "
                         "0 1 2 3 4 for test")
@@ -332,6 +361,8 @@ def main():
                         help="validation: the set of candidates")
     parser.add_argument("--candidates", nargs="+", choices=[n for c in PROTOCOLS.values() for n in c],
                         help="validation: some of the protocol's candidates (default: all)")
+    parser.add_argument("--losses", nargs="+", choices=LOSSES, default=list(LOSSES),
+                        help="losses: some of the metric losses (default: all)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="an override for every arm, e.g. the chosen setting")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "reproduce")
@@ -339,7 +370,8 @@ def main():
     args = parser.parse_args()
     args.seeds = args.seeds or ([0, 1, 2, 3, 4] if args.split == "test" else [0, 1, 2])
     started = time.time()
-    records, summary = {"grid": grid, "validation": validation, "test": test}[args.split](args)
+    records, summary = {"grid": grid, "validation": validation, "test": test,
+                        "losses": losses}[args.split](args)
     save(args, records, summary)
     print(f"{len(args.seeds)} seeds, {args.epochs} epochs, split={args.split}, "
           f"{time.time() - started:.0f} s")
