@@ -195,7 +195,6 @@ def validation(args):
         save(args, records, summary)  # after each candidate, so a partial sweep is readable
     winner = max(args.candidates or list(candidates), key=lambda name: summary[name]["score"])
     print(f"\nchosen by the rule (highest mean of members' and ensemble's Recall@1 gain): {winner}")
-    return records, summary
 
 
 def level(results):
@@ -229,9 +228,9 @@ def grid(args):
     best = max(summary.values(), key=lambda row: (round(row["score"], 6), -row["epochs"],
                                                    -row["learning_rate"]))
     summary["chosen"] = {"learning_rate": best["learning_rate"], "epochs": best["epochs"]}
+    save(args, records, summary)
     print(f"\nchosen by the rule (highest mean level on validation classes): "
           f"lr={best['learning_rate']:g}, {best['epochs']} epochs")
-    return records, summary
 
 
 def wall_time_steps(dm2_runs, independent_runs):
@@ -251,7 +250,7 @@ def test(args):
         records = compare("dm2 - independent", "equal_epochs", dm2, alone)
         save(args, records, {})
     if args.equal_epochs_only:
-        return records, {}
+        return
     few = args.seeds[:args.ablation_seeds]
     steps = wall_time_steps(dm2, alone)
     epochs = math.ceil(steps * args.epochs / dm2[0]["training_steps"])
@@ -266,7 +265,6 @@ def test(args):
         records += compare(f"{name} - dm2", "equal_epochs", runs, dm2[:len(few)])
         records += compare(f"{name} - independent", "equal_epochs", runs, alone[:len(few)])
         save(args, records, summary)
-    return records, summary
 
 
 def losses(args):
@@ -287,7 +285,6 @@ def losses(args):
                          | {"training_seconds": statistics.mean(r["seconds"]["training"] for r in arm_runs)}
                          for arm, arm_runs in runs.items()}
         save(args, records, summary)
-    return records, summary
 
 
 def table(records):
@@ -370,9 +367,7 @@ def main():
     args = parser.parse_args()
     args.seeds = args.seeds or ([0, 1, 2, 3, 4] if args.split == "test" else [0, 1, 2])
     started = time.time()
-    records, summary = {"grid": grid, "validation": validation, "test": test,
-                        "losses": losses}[args.split](args)
-    save(args, records, summary)
+    {"grid": grid, "validation": validation, "test": test, "losses": losses}[args.split](args)
     print(f"{len(args.seeds)} seeds, {args.epochs} epochs, split={args.split}, "
           f"{time.time() - started:.0f} s")
 

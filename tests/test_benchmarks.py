@@ -177,3 +177,21 @@ def test_member_agreement(validation_sweep):
         metrics = json.loads((cwd / run / "metrics.json").read_text())
         for name, value in (("member0", member0), ("member1", member1), ("ensemble", ensemble)):
             assert value == pytest.approx(100 * metrics[name]["recall@1"], abs=0.06), name
+
+
+@pytest.mark.slow
+def test_reproduce_losses(tmp_path):
+    """`reproduce.py losses` with one proxy loss and one seed: both arms train with it, on
+    the test classes, and the summary keeps each arm's level."""
+    stdout = run_benchmark("reproduce.py", "losses", "--seeds", 0, "--losses", "proxy_anchor",
+                           "--epochs", 1, "--work", "work", "--out", "out/results",
+                           *settings([*TINY, "train.max_steps_per_epoch=2"]), cwd=tmp_path)
+    line(r"\| proxy_anchor: dm2 - independent \| equal_epochs \| 1 \|"
+         r"( [+-]\d+\.\d \[\+nan, \+nan\] \|){6}", stdout)
+    results = json.loads((tmp_path / "out/results_losses.json").read_text())
+    assert len(results["records"]) == 6
+    for arm in ("dm2", "independent"):
+        config = (tmp_path / f"work/test/proxy_anchor_{arm}/seed0/emoji_styles/config.yaml").read_text()
+        assert "metric: proxy_anchor" in config and "split: test" in config
+        assert 0 < results["summary"]["proxy_anchor"][arm]["members recall@1"] <= 1
+    assert (tmp_path / "out/results_losses.png").is_file()
