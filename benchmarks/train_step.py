@@ -95,7 +95,7 @@ def fit_cycles(args, strategy, splits, fixed_batches):
     config = load_config(args.config, ["model.weights=null", "evaluate.every_epochs=0",
                                        *args.overrides])
     with strategy.scope():
-        model = build_cohort(config, steps_per_epoch=100)
+        model = build_cohort(config, steps_per_epoch=100, classes=np.unique(splits.train_labels))
     pipeline = training_batches(config, splits, strategy, start=0)  # as a new run
     cycles = {}
     with tempfile.TemporaryDirectory() as run_directory:
@@ -121,7 +121,8 @@ def precision_recalls(args, strategy, splits):
         config = load_config(args.config, [*args.overrides, f"train.precision={precision}"])
         keras.utils.set_random_seed(config.seed)
         with strategy.scope():
-            model = build_cohort(config, steps_per_epoch=args.precision_steps)
+            model = build_cohort(config, steps_per_epoch=args.precision_steps,
+                                 classes=np.unique(splits.train_labels))
         model.fit(training_batches(config, splits, strategy, start=0), epochs=1, verbose=0,
                   steps_per_epoch=args.precision_steps, shuffle=False)
         ensemble = {"ensemble": model.networks()["ensemble"]}  # the one network scored
@@ -131,11 +132,12 @@ def precision_recalls(args, strategy, splits):
     return recalls
 
 
-def build(args, strategy, *overrides):
-    """A compiled cohort for the benchmark's config with more `overrides`."""
+def build(args, strategy, splits, *overrides):
+    """A compiled cohort for the benchmark's config with more `overrides` (a proxy loss
+    gets proxies for the training classes of `splits`)."""
     config = load_config(args.config, ["model.weights=null", *args.overrides, *overrides])
     with strategy.scope():
-        return build_cohort(config, steps_per_epoch=100)
+        return build_cohort(config, steps_per_epoch=100, classes=np.unique(splits.train_labels))
 
 
 def time_in_turns(models, batches, steps, rounds):
@@ -208,34 +210,39 @@ def main(argv=None):
     config = load_config(args.config, ["model.weights=null", *args.overrides])
     data = config.data
     batch_size = data.classes_per_batch * data.images_per_class
+    splits = build_data(config)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (batch_size, data.image_size, data.image_size, 3)).astype("float32")
-    labels = np.repeat(np.arange(data.classes_per_batch), data.images_per_class).astype("int32")
+    # Training classes' labels: a proxy loss has proxies for those only.
+    labels = np.repeat(np.unique(splits.train_labels)[:data.classes_per_batch],
+                       data.images_per_class).astype("int32")
     batches = tf.data.Dataset.from_tensors((images, labels)).repeat()
     keras.utils.set_random_seed(config.seed)
     strategy = tf.distribute.MirroredStrategy()
 
     print("timing DM2 and single-member steps in turns ...", flush=True)
-    dm2 = build(args, strategy)
-    step = time_in_turns({"dm2": dm2, "single": build(args, strategy, "cohort.members=1",
-                                                      "cohort.mutual=false"),
+    dm2 = build(args, strategy, splits)
+    step = time_in_turns({"dm2": dm2,
+                          "single": build(args, strategy, splits, "cohort.members=1",
+                                          "cohort.mutual=false"),
                           # the members' gradient ratios on every step, as before they
                           # were computed on logging steps only
-                          "ratios_every_step": build(args, strategy, "train.log_every_steps=1")},
+                          "ratios_every_step": build(args, strategy, splits,
+                                                     "train.log_every_steps=1")},
                          batches, args.steps, args.rounds)
     # XLA has no kernel for the views' crop (CropAndResize): compare it without views.
     if "xla" not in args.skip:
-        step |= time_in_turns({"no_views": build(args, strategy, "views.policy=[]"),
-                               "no_views_jit": build(args, strategy, "views.policy=[]",
+        step |= time_in_turns({"no_views": build(args, strategy, splits, "views.policy=[]"),
+                               "no_views_jit": build(args, strategy, splits, "views.policy=[]",
                                                      "train.jit_compile=true")},
                               batches, steps=2, rounds=2)
     if "precision" not in args.skip:
-        step |= time_in_turns({precision: build(args, strategy, f"train.precision={precision}")
+        step |= time_in_turns({precision: build(args, strategy, splits,
+                                                f"train.precision={precision}")
                                for precision in ("mixed_bfloat16", "mixed_float16")},
                               batches, steps=2, rounds=2)
     print("timing the parts of a DM2 step ...", flush=True)
     parts = dm2_parts(dm2, strategy, images, labels)
-    splits = build_data(config) if args.fit_steps or args.precision_steps else None
     print(f"timing {args.fit_steps} steps of fit on the real pipeline ...", flush=True)
     cycles = fit_cycles(args, strategy, splits, batches) if args.fit_steps else None
     recalls = precision_recalls(args, strategy, splits) if args.precision_steps else {}

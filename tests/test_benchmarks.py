@@ -108,7 +108,9 @@ def test_evaluation_cohort(tmp_path):
 @pytest.mark.slow
 def test_input_pipeline(tmp_path):
     # 64 small JPEGs in 8 classes, half of them training classes: enough for 4 x 4 batches.
-    stdout = run_benchmark("input_pipeline.py", *settings(TINY), "--photos", 64,
+    # A proxy loss: the benchmark gives its cohort the training classes' proxies.
+    stdout = run_benchmark("input_pipeline.py", *settings([*TINY, "loss.metric=proxy_anchor"]),
+                           "--photos", 64,
                            "--photo-size", "64x48", "--batches", 2, "--steps", 2, cwd=tmp_path)
     pipeline = line(f"input pipeline \\(read, decode 64x48 JPEG, .*\\): +{NUMBER} images/s", stdout)
     step = line(f"DM2 train step \\(.*\\): +{NUMBER} images/s", stdout)
@@ -120,7 +122,9 @@ def test_input_pipeline(tmp_path):
 @pytest.mark.slow
 def test_train_step(tmp_path):
     # XLA and mixed precision each trace more cohorts: minutes more even at this size.
-    stdout = run_benchmark("train_step.py", *settings(TINY), "--steps", 2, "--rounds", 1,
+    # A proxy loss: every cohort it builds gets the training classes' proxies.
+    stdout = run_benchmark("train_step.py", *settings([*TINY, "loss.metric=proxy_anchor"]),
+                           "--steps", 2, "--rounds", 1,
                            "--fit-steps", 2, "--skip", "xla", "precision", cwd=tmp_path)
     dm2 = line(f"DM2 / 2 single-member steps: {NUMBER} \\(goal <= 1.20\\)", stdout)
     fit = line(f"fit step / benchmark step: {NUMBER} \\(goal <= 1.1; .*\\)", stdout)

@@ -6,70 +6,37 @@ from one npm package, `@iconify/json`, fetched once with `npm pack` at a pinned 
 Hundreds of classes of 30-100 images each: the shape of CUB-200-2011.
 Credits and licences: `ICON_ATTRIBUTION.md` beside this file.
 
+This module builds, caches and loads the dataset; `icon_sets` chooses the sets and writes
+their attribution, `iconify_svg` turns each icon into an SVG and an image.
+
     python -m dmml_tf.data.icon_concepts --grid docs/icon_concepts.png
 """
 
 import argparse
 import collections
-import io
 import json
 import os
 import sys
 import tarfile
-import textwrap
 import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import cairosvg
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from dmml_tf.data.array_cache import cached_arrays, check_load_arguments, write_arrays
+from dmml_tf.data.icon_sets import PACKAGE, VERSION, attribution, choose_sets
+from dmml_tf.data.iconify_svg import icon_drawings, render
 from dmml_tf.data.npm import fetch_package
 from dmml_tf.errors import DataError
 
-PACKAGE, VERSION = "@iconify/json", "2.2.553"
-# Monochrome interface icons only, so that a class's images differ by artist and not by
-# colour or subject: Iconify's interface categories ("UI Multicolor" sets are
-# multicolour, and "Material" holds the Material Design interface sets). Emoji, flags,
-# logos, programming, maps and themed sets draw other subjects.
-INTERFACE_CATEGORIES = ("UI 24px", "UI 16px / 32px", "UI Other / Mixed Grid", "Material")
-# Archived ("Archive / Unmaintained") and hidden sets carry no interface category. These
-# are interface sets that no current set repeats; archived sets in neither this list nor
-# REPEATED_BY (bpmn, the Font Awesome brands) draw diagrams or logos.
-ARCHIVED_KEPT = (
-    "el", "entypo", "eva", "fluent-mdl2", "fontelico", "fontisto", "foundation",
-    "grommet-icons", "icons8", "il", "iwwa", "la", "ls", "oi", "raphael", "si-glyph",
-    "simple-line-icons", "subway", "topcoat", "vaadin", "vs", "websymbol", "whh", "wpf",
-)
-# Archived or hidden set -> the current set that repeats it (an older version or a fork of
-# the same drawings would be near-copies of its images).
-REPEATED_BY = {
-    "ci": "coolicons", "fa": "fa7-solid", "fa-regular": "fa7-regular",
-    "fa-solid": "fa7-solid", "fa6-regular": "fa7-regular", "fa6-solid": "fa7-solid",
-    "feather": "lucide", "heroicons-outline": "heroicons", "heroicons-solid": "heroicons",
-    "mono-icons": "mi", "pepicons": "pepicons-pop", "zmdi": "ic",
-}
-ARCHIVED_CATEGORY = "Archive / Unmaintained"
-# SPDX ids in @iconify/json 2.2.553 that allow any use, or any use shared alike. Left
-# out: non-commercial licences (CC-BY-NC-*) and the GPL, whose terms are written for
-# programs and would reach the whole rendered array beside the other sets' licences.
-ALLOWED_LICENCES = (
-    "Apache-2.0", "BSD-3-Clause", "CC-BY-3.0", "CC-BY-4.0", "CC-BY-SA-3.0", "CC-BY-SA-4.0",
-    "CC0-1.0", "ISC", "MIT", "MPL-2.0", "OFL-1.1", "Unlicense",
-)
 # A class needs this many sets drawing its name (fewer could not give MIN_IMAGES images),
 # and this many distinct images left after de-duplication: 251 classes of 30-96 images
 # from 2.2.553 (docs/datasets.md), CUB-200-2011's shape.
 MIN_SETS = 30
 MIN_IMAGES = 30
-# cairosvg draws an animation's first frame (often blank or half drawn) and applies a mask
-# by its alpha, not its luminance (cut-outs come out filled): such icons would not show
-# their drawing.
-UNRENDERABLE = ("<animate", "<set", "<mask")
 ATTRIBUTION = Path(__file__).with_name("ICON_ATTRIBUTION.md")
 # Recorded in the cache: a cache built from another pin or other thresholds is rebuilt.
 _SOURCES = f"{PACKAGE}@{VERSION} min_sets={MIN_SETS} min_images={MIN_IMAGES}"
@@ -134,116 +101,6 @@ def load_icon_concepts(
     return _keep_classes(data, max_classes) if max_classes else data
 
 
-def choose_sets(collections_json):
-    """The icon sets the dataset uses, and why the others are left out.
-
-    Args:
-        collections_json: dict. The package's `collections.json`: prefix -> metadata.
-
-    Returns:
-        `(chosen, excluded)`: a sorted list of prefixes, and a dict reason -> sorted list
-        of prefixes.
-    """
-    chosen, excluded = [], collections.defaultdict(list)
-    for prefix, info in sorted(collections_json.items()):
-        reason = _exclusion(prefix, info)
-        if reason:
-            excluded[reason].append(prefix)
-        else:
-            chosen.append(prefix)
-    return chosen, dict(excluded)
-
-
-def _exclusion(prefix, info):
-    """Why a set is left out (str), or None if it is used."""
-    licence = info.get("license", {}).get("spdx")
-    archived = info.get("hidden", False) or info.get("category") == ARCHIVED_CATEGORY
-    if info.get("palette", True):
-        return "multicolour (palette: true)"
-    if licence not in ALLOWED_LICENCES:
-        return f"licence {licence or 'missing'}"
-    if archived and prefix in REPEATED_BY:
-        return "archived or hidden, repeats a current set"
-    if archived and prefix not in ARCHIVED_KEPT:
-        return "archived or hidden, not an interface set"
-    if not archived and info.get("category") not in INTERFACE_CATEGORIES:
-        return f"category {info.get('category')}"
-    return None
-
-
-def icon_drawings(icon_set):
-    """A set's drawable names, each with its standalone SVG.
-
-    A name is a visible icon or an alias: a plain alias names its parent's drawing again;
-    an alias with `hFlip`, `vFlip` or `rotate` names the transformed drawing (in some sets
-    `arrow-right` is the mirrored `arrow-left`). Hidden icons (kept by Iconify for old
-    names), aliases of them, and animated or masked icons (`UNRENDERABLE`) are skipped.
-
-    Args:
-        icon_set: dict. One `json/<prefix>.json` of the package (IconifyJSON).
-
-    Returns:
-        `(drawings, skipped)`: a dict name -> SVG text, and a `Counter` of skipped names
-        by reason.
-    """
-    drawings, skipped = {}, collections.Counter()
-    for name in [*icon_set["icons"], *icon_set.get("aliases", {})]:
-        icon, hidden, transform = _resolve(icon_set, name)
-        if hidden:
-            skipped["hidden"] += 1
-        elif any(tag in icon["body"] for tag in UNRENDERABLE):
-            skipped["animated or masked"] += 1
-        else:
-            drawings[name] = _svg(icon_set, icon, *transform)
-    return drawings, skipped
-
-
-def _resolve(icon_set, name):
-    """`(icon, hidden, (hflip, vflip, rotate))` of a name, its aliases followed.
-
-    Transforms combine as Iconify combines them: flips toggle, quarter turns add up.
-    """
-    hflip = vflip = hidden = False
-    rotate = 0
-    while name not in icon_set["icons"]:
-        alias = icon_set["aliases"][name]
-        hflip ^= alias.get("hFlip", False)
-        vflip ^= alias.get("vFlip", False)
-        rotate += alias.get("rotate", 0)
-        hidden |= alias.get("hidden", False)
-        name = alias["parent"]
-    icon = icon_set["icons"][name]
-    return icon, hidden or icon.get("hidden", False), (hflip, vflip, rotate % 4)
-
-
-def _svg(icon_set, icon, hflip, vflip, rotate):
-    """The icon in its own viewBox, `currentColor` black, flipped then turned."""
-    left, top = icon.get("left", icon_set.get("left", 0)), icon.get("top", icon_set.get("top", 0))
-    width = icon.get("width", icon_set.get("width", 16))
-    height = icon.get("height", icon_set.get("height", 16))
-    body = icon["body"]
-    if hflip:
-        body = f'<g transform="translate({2 * left + width} 0) scale(-1 1)">{body}</g>'
-    if vflip:
-        body = f'<g transform="translate(0 {2 * top + height}) scale(1 -1)">{body}</g>'
-    if rotate:
-        x, y = left + width / 2, top + height / 2
-        body = f'<g transform="rotate({90 * rotate} {x} {y})">{body}</g>'
-        if rotate % 2:  # a quarter turn swaps the sides of the box about its centre
-            left, top, width, height = x - height / 2, y - width / 2, height, width
-    return (
-        '<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
-        f'viewBox="{left} {top} {width} {height}" color="#000">{body}</svg>'
-    )
-
-
-def _render(svg, image_size):
-    """SVG text -> RGB uint8 `(image_size, image_size, 3)` on white, viewBox kept."""
-    png = cairosvg.svg2png(bytestring=svg.encode(), output_width=image_size,
-                           output_height=image_size, background_color="white")
-    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
-
-
 def _read_package(tarball):
     """collections.json, and per chosen set its `icon_drawings`."""
     try:
@@ -286,7 +143,7 @@ def _build(folder, image_size):
     images = np.empty((len(jobs), image_size, image_size, 3), dtype=np.uint8)
     progress = tqdm(jobs, desc=f"rendering icon_concepts at {image_size}px", unit="image")
     for i, (name, prefix) in enumerate(progress):
-        images[i] = _render(drawings[prefix][name], image_size)
+        images[i] = render(drawings[prefix][name], image_size)
     _log(f"{len(images)} images rendered")
     data = _distinct_images(images, [name for name, _ in jobs], [prefix for _, prefix in jobs])
     if not data.class_names:
@@ -345,59 +202,6 @@ def deduplicate(class_names, images):
     _log(f"{(~first & ~shared).sum()} duplicates within a class dropped; {shared.sum()} images "
          f"identical to an image of another class dropped ({pictures} distinct pictures)")
     return first & ~shared
-
-
-def attribution(collections_json, chosen):
-    """ICON_ATTRIBUTION.md: every chosen set with its author and licence.
-
-    Args:
-        collections_json: dict. The package's `collections.json`.
-        chosen: list of str. The prefixes `choose_sets` picks.
-
-    Returns:
-        The Markdown text.
-    """
-    rows = []
-    for prefix in chosen:
-        info = collections_json[prefix]
-        author, licence = info.get("author", {}), info["license"]
-        rows.append(f"| `{prefix}` | {_cell(info['name'])} | "
-                    f"{_linked(author.get('name', 'unknown'), author.get('url'))} | "
-                    f"{_linked(licence['spdx'], licence.get('url'))} |")
-    alike = sorted(p for p in chosen if "-SA-" in collections_json[p]["license"]["spdx"])
-    intro = (
-        f"The `icon_concepts` dataset is rendered from the {len(chosen)} icon sets below, "
-        "those its selection rules choose (a set drawing none of the classes' names adds no "
-        "image), as packaged by the Iconify project in the npm package "
-        f"`{PACKAGE}@{VERSION}` (fetched with `npm pack` at this exact version). Names, "
-        "authors and licences are those the package's `collections.json` declares for each "
-        "set; `dmml_tf.data.icon_concepts` writes this file when it builds the dataset."
-    )
-    changes = (
-        "Changes made: each icon is rendered from its SVG in black onto a white square "
-        "background and scaled to the requested size (e.g. 64 x 64 pixels); nothing else is "
-        "altered. The rendered images (the cached `icon_concepts_*px.npz` files) are "
-        "adaptations: if you share them, credit the authors above, indicate these changes, "
-        f"and share the images of {', '.join(f'`{p}`' for p in alike) or 'no set'} under "
-        "their share-alike licence."
-    )
-    return "\n".join([
-        "# icon_concepts: attribution", "", _wrap(intro), "",
-        "| set (Iconify prefix) | icon set | author | licence |", "|---|---|---|---|", *rows,
-        "", _wrap(changes), "",
-    ])
-
-
-def _wrap(paragraph):
-    return textwrap.fill(paragraph, 88, break_on_hyphens=False, break_long_words=False)
-
-
-def _linked(text, url):
-    return _cell(f"{text}, {url}" if url else text)
-
-
-def _cell(text):
-    return str(text).replace("|", "\\|")
 
 
 def _keep_classes(data, count):

@@ -10,16 +10,10 @@ import pytest
 
 from dmml_tf import cli
 from dmml_tf.config import DataConfig, load_config
-from dmml_tf.data import icon_concepts
-from dmml_tf.data.icon_concepts import (
-    ATTRIBUTION,
-    PACKAGE,
-    VERSION,
-    choose_sets,
-    icon_drawings,
-    load_icon_concepts,
-    save_grid,
-)
+from dmml_tf.data import icon_concepts, icon_sets
+from dmml_tf.data.icon_concepts import ATTRIBUTION, load_icon_concepts, save_grid
+from dmml_tf.data.icon_sets import PACKAGE, VERSION, choose_sets
+from dmml_tf.data.iconify_svg import icon_drawings
 from dmml_tf.data.registry import load_dataset
 from dmml_tf.errors import DataError
 
@@ -223,7 +217,7 @@ def real_tarball():
 def test_committed_attribution_credits_the_real_selection():
     with tarfile.open(real_tarball()) as archive:
         collections_json = json.load(archive.extractfile("package/collections.json"))
-    expected = icon_concepts.attribution(collections_json, choose_sets(collections_json)[0])
+    expected = icon_sets.attribution(collections_json, choose_sets(collections_json)[0])
     assert ATTRIBUTION.read_text(encoding="utf-8") == expected
 
 
@@ -232,7 +226,7 @@ def test_committed_attribution_lists_allowed_licences():
     rows = [line for line in lines if line.startswith("| `")]
     assert len(rows) > 100
     licences = {row.split(" | ")[3].split(",")[0].strip(" |") for row in rows}
-    assert licences <= set(icon_concepts.ALLOWED_LICENCES)
+    assert licences <= set(icon_sets.ALLOWED_LICENCES)
 
 
 def refuse(*args, **kwargs):
@@ -242,7 +236,7 @@ def refuse(*args, **kwargs):
 def test_second_load_reuses_the_cache(built, monkeypatch):
     data_dir, data = built
     monkeypatch.setattr(subprocess, "run", refuse)
-    monkeypatch.setattr(icon_concepts, "_render", refuse)
+    monkeypatch.setattr(icon_concepts, "render", refuse)
     again = load_icon_concepts(image_size=SIZE, data_dir=data_dir)
     np.testing.assert_array_equal(again.images, data.images)
     np.testing.assert_array_equal(again.labels, data.labels)
