@@ -1,7 +1,9 @@
 """One source for every default: the config dataclasses. Each constructor or function
 default below must equal the config value a default run uses."""
 
+import importlib.util
 import inspect
+import json
 
 import pytest
 
@@ -16,6 +18,8 @@ from dmml_tf.training.callbacks import ExportBest, RetrievalEvaluation
 from dmml_tf.training.checkpoints import ResumableCheckpoint
 from dmml_tf.training.dm2 import DM2Model
 from tests.test_configs import CONFIGS
+
+DOCS = CONFIGS.parent / "docs"
 
 C = Config()
 # (callable, parameter, the config value it must default to)
@@ -67,3 +71,37 @@ def test_dm2_model_takes_its_defaults_from_the_config():
 def test_the_default_config_file_runs_the_package_defaults():
     # configs/emoji_styles.yaml lists every key; each value it lists is what runs without it.
     assert load_config(CONFIGS / "emoji_styles.yaml") == Config()
+
+
+def reproduce():
+    """benchmarks/reproduce.py as a module: its protocols' candidates."""
+    path = CONFIGS.parent / "benchmarks" / "reproduce.py"
+    spec = importlib.util.spec_from_file_location("reproduce", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def chosen_candidate(results, protocol):
+    """The overrides of a validation sweep's winner by its rule (docs/results.md): the
+    candidate with the highest score."""
+    summary = json.loads((DOCS / results).read_text())["summary"]
+    winner = max((name for name in summary if "score" in summary[name]),
+                 key=lambda name: summary[name]["score"])
+    return reproduce().PROTOCOLS[protocol][winner]
+
+
+def test_emoji_styles_config_is_its_sweeps_choice():
+    # The package defaults with the relational sweep's winner.
+    expected = load_config(None, chosen_candidate("results_validation.json", "relational"))
+    assert load_config(CONFIGS / "emoji_styles.yaml") == expected
+
+
+def test_icon_concepts_config_is_its_protocols_choice():
+    # The package defaults on icon_concepts, at the schedule the grid chose for
+    # independent training (step 1); DM2's own setting is emoji_styles' until step 2 ends.
+    chosen = json.loads((DOCS / "results_icon_concepts_grid.json").read_text())["summary"]["chosen"]
+    expected = load_config(None, ["data.dataset=icon_concepts",
+                                  f"train.learning_rate={chosen['learning_rate']}",
+                                  f"train.epochs={chosen['epochs']}"])
+    assert load_config(CONFIGS / "icon_concepts.yaml") == expected
