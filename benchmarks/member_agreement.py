@@ -4,7 +4,8 @@ and an ensemble something to gain, only where the members disagree.
     python benchmarks/member_agreement.py runs/reproduce/test/independent/seed0/emoji_styles \
         runs/reproduce/test/dm2/seed0/emoji_styles
 
-For each run directory (its config.yaml and dm2.weights.h5), embeds the test images with
+For each run directory (its config.yaml and the weights it reports: dm2.weights.h5,
+or best.weights.h5 with evaluate.keep: best), embeds the test images with
 the first two members and prints, over the queries Recall@1 counts (those whose class has
 another image): each member's Recall@1, how often both members' nearest neighbour is the
 same image, how often both or exactly one of them is right, and the ensemble's Recall@1.
@@ -21,7 +22,7 @@ from dmml_tf.config import load_config  # noqa: E402
 from dmml_tf.data.registry import load_dataset  # noqa: E402
 from dmml_tf.retrieval.evaluate import embed_networks  # noqa: E402
 from dmml_tf.retrieval.search import exact_neighbors  # noqa: E402
-from dmml_tf.training.cohort import restore_cohort  # noqa: E402
+from dmml_tf.run import restore_kept  # noqa: E402
 
 
 def nearest_other_image(embeddings):
@@ -33,8 +34,7 @@ def nearest_other_image(embeddings):
 def agreement(run_directory):
     config = load_config(run_directory / "config.yaml")
     splits = load_dataset(config.data, config.seed, config.evaluate.batch_size, log=lambda _: None)
-    # The training classes: a proxy loss's proxies are built for them before the weights load.
-    model = restore_cohort(config, run_directory, np.unique(splits.train_labels))
+    model = restore_kept(config, run_directory, splits)  # the weights the run reports
     # The ensemble is not run: its embedding is the members' concatenated.
     networks = {"member0": model.members[0], "member1": model.members[1], "ensemble": None}
     embeddings = embed_networks(networks, splits.test_images, config.evaluate.batch_size,
