@@ -285,6 +285,28 @@ def losses(args):
                          | {"training_seconds": statistics.mean(r["seconds"]["training"] for r in arm_runs)}
                          for arm, arm_runs in runs.items()}
         save(args, records, summary)
+    print(f"\n{losses_table(records, summary)}", flush=True)
+
+
+def losses_table(records, summary):
+    """Markdown, one row per loss: each arm's Recall@1 (members' mean, ensemble) and DM2's
+    paired gains in Recall@1 and MAP@R, in points."""
+    def gain(r):
+        return f"{100 * r['mean']:+.1f} [{100 * r['low']:+.1f}, {100 * r['high']:+.1f}]"
+
+    lines = ["| loss | members R@1: independent | DM2 | DM2 − independent | ensemble R@1: "
+             "independent | DM2 | DM2 − independent | members MAP@R: DM2 − independent | "
+             "ensemble MAP@R: DM2 − independent |", "|---" * 9 + "|"]
+    for loss, arms in summary.items():
+        cells = {(r["network"], r["metric"]): r for r in records
+                 if r["comparison"] == f"{loss}: dm2 - independent"}
+        row = [loss]
+        for network in ("members", "ensemble"):
+            row += [f"{100 * arms[arm][f'{network} recall@1']:.1f}" for arm in (BASELINE, "dm2")]
+            row.append(gain(cells[network, "recall@1"]))
+        row += [gain(cells[network, "map@r"]) for network in ("members", "ensemble")]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
 
 
 def table(records):
