@@ -17,6 +17,12 @@ every DM2 candidate of the `diversity` protocol runs on the schedule it chose:
     python benchmarks/reproduce.py grid --dataset icon_concepts
     python benchmarks/reproduce.py validation --dataset icon_concepts --protocol diversity \
         --epochs E --set train.learning_rate=LR
+    python benchmarks/reproduce.py test --dataset icon_concepts --epochs E \
+        --set train.learning_rate=LR --winner-of docs/results_icon_concepts_validation.json
+
+each with `--work benchmarks/results/icon_concepts --out docs/results_icon_concepts` as
+docs/results.md runs them. `--set` reaches every arm; `--winner-of`, the rule's winner,
+reaches DM2's arms only.
 
 `test` runs DM2 and independent training at equal epochs (5 seeds), independent training
 at DM2's wall time (it gets the extra steps that DM2's slower step costs; 3 seeds), and
@@ -197,6 +203,15 @@ def validation(args):
     print(f"\nchosen by the rule (highest mean of members' and ensemble's Recall@1 gain): {winner}")
 
 
+def winner(validation_json):
+    """The name and overrides of the candidate a validation sweep's rule chose: the highest
+    score."""
+    summary = json.loads(Path(validation_json).read_text())["summary"]
+    name = max((n for n in summary if "score" in summary[n]), key=lambda n: summary[n]["score"])
+    overrides = next(c[name] for c in PROTOCOLS.values() if name in c)
+    return name, overrides
+
+
 def level(results):
     """The grid's score of one evaluation: the mean of the members' mean Recall@1 and the
     ensemble's Recall@1."""
@@ -245,7 +260,7 @@ def wall_time_steps(dm2_runs, independent_runs):
 def test(args):
     dm2, alone = [], []
     for seed in args.seeds:  # seed by seed, so a stopped sweep leaves whole pairs
-        dm2.append(run_arm("dm2", [], seed, args))
+        dm2.append(run_arm(args.dm2_arm, args.dm2_overrides, seed, args))
         alone.append(run_arm(BASELINE, INDEPENDENT, seed, args))
         records = compare("dm2 - independent", "equal_epochs", dm2, alone)
         save(args, records, {})
@@ -261,7 +276,7 @@ def test(args):
     records += compare("dm2 - independent", "equal_wall_time", dm2[:len(few)], equal_time)
     summary = {"independent steps at equal wall time": steps, "dm2 steps": dm2[0]["training_steps"]}
     for name, overrides in ABLATIONS.items():
-        runs = [run_arm(name, overrides, seed, args) for seed in few]
+        runs = [run_arm(name, [*args.dm2_overrides, *overrides], seed, args) for seed in few]
         records += compare(f"{name} - dm2", "equal_epochs", runs, dm2[:len(few)])
         records += compare(f"{name} - independent", "equal_epochs", runs, alone[:len(few)])
         save(args, records, summary)
@@ -355,7 +370,7 @@ def save(args, records, summary):
     out.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{out}.json").write_text(json.dumps(
         {"records": records, "summary": summary, "seeds": args.seeds, "epochs": args.epochs,
-         "overrides": args.overrides}, indent=1))
+         "overrides": args.overrides, "dm2_overrides": args.dm2_overrides}, indent=1))
     if records:  # the grid has no paired differences to plot
         plot(records, f"{out}.png")
     written = f"{out}.json" + (f", {out}.png" if records else "")
@@ -382,11 +397,20 @@ def main():
                         help="validation: some of the protocol's candidates (default: all)")
     parser.add_argument("--losses", nargs="+", choices=LOSSES, default=list(LOSSES),
                         help="losses: some of the metric losses (default: all)")
+    parser.add_argument("--winner-of", type=Path, metavar="VALIDATION_JSON",
+                        help="test: DM2's arms (not independent training's) take the overrides "
+                        "of the candidate that this validation sweep's rule chose")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="an override for every arm, e.g. the chosen setting")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "reproduce")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
     args = parser.parse_args()
+    # DM2's runs are named after the winner: another setting's DM2 runs can share --work.
+    args.dm2_arm, args.dm2_overrides = "dm2", []
+    if args.winner_of:
+        name, args.dm2_overrides = winner(args.winner_of)
+        args.dm2_arm = f"dm2 {name}"
+        print(f"DM2 runs the candidate {args.winner_of} chose: {name} {args.dm2_overrides}")
     args.seeds = args.seeds or ([0, 1, 2, 3, 4] if args.split == "test" else [0, 1, 2])
     started = time.time()
     {"grid": grid, "validation": validation, "test": test, "losses": losses}[args.split](args)

@@ -202,3 +202,26 @@ def test_reproduce_losses(tmp_path):
         assert "metric: proxy_anchor" in config and "split: test" in config
         assert 0 < results["summary"]["proxy_anchor"][arm]["members recall@1"] <= 1
     assert (tmp_path / "out/results_losses.png").is_file()
+
+
+@pytest.mark.slow
+def test_reproduce_test_runs_dm2_with_the_validation_winner(tmp_path):
+    """`test --winner-of`: DM2 takes the overrides of the candidate with the highest score
+    (its runs named after it); independent training keeps the schedule alone."""
+    (tmp_path / "validation.json").write_text(json.dumps({"summary": {
+        "independent": {"members recall@1": 0.5},
+        "rkd lambda=10": {"score": 0.01}, "rkd lambda=30": {"score": 0.02},
+        "rkd lambda=1": {"score": -0.01}}}))
+    stdout = run_benchmark("reproduce.py", "test", "--seeds", 0, "--equal-epochs-only",
+                           "--winner-of", "validation.json", "--epochs", 1, "--work", "work",
+                           "--out", "out/results",
+                           *settings([*TINY, "train.max_steps_per_epoch=2"]), cwd=tmp_path)
+    line(r"DM2 runs the candidate validation.json chose: rkd lambda=30 "
+         r"\['loss.relational_weight=30'\]", stdout)
+    configs = {arm: (tmp_path / f"work/test/{arm}/seed0/emoji_styles/config.yaml").read_text()
+               for arm in ("dm2_rkd_lambda=30", "independent")}
+    assert "relational_weight: 30.0" in configs["dm2_rkd_lambda=30"] and "mutual: true" in configs["dm2_rkd_lambda=30"]
+    assert "relational_weight: 10.0" in configs["independent"]
+    assert "mutual: false" in configs["independent"]
+    results = json.loads((tmp_path / "out/results_test.json").read_text())
+    assert results["dm2_overrides"] == ["loss.relational_weight=30"]

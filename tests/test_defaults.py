@@ -82,18 +82,9 @@ def reproduce():
     return module
 
 
-def chosen_candidate(results, protocol):
-    """The overrides of a validation sweep's winner by its rule (docs/results.md): the
-    candidate with the highest score."""
-    summary = json.loads((DOCS / results).read_text())["summary"]
-    winner = max((name for name in summary if "score" in summary[name]),
-                 key=lambda name: summary[name]["score"])
-    return reproduce().PROTOCOLS[protocol][winner]
-
-
 def test_emoji_styles_config_is_its_sweeps_choice():
-    # The package defaults with the relational sweep's winner.
-    expected = load_config(None, chosen_candidate("results_validation.json", "relational"))
+    # The package defaults with the relational sweep's winner by its rule.
+    expected = load_config(None, reproduce().winner(DOCS / "results_validation.json")[1])
     assert load_config(CONFIGS / "emoji_styles.yaml") == expected
 
 
