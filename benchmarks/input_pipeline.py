@@ -50,6 +50,8 @@ def images_per_second(batches, batch_size, warmup):
 
 
 def pipeline_speed(config, folder, batches):
+    """Images per second of the training stream on the photos in `folder`, one batch of it
+    and its training classes."""
     import itertools
 
     from dmml_tf.data.registry import load_dataset
@@ -58,16 +60,16 @@ def pipeline_speed(config, folder, batches):
     splits = load_dataset(data_config, config.seed, log=lambda line: None)
     batch_size = data_config.classes_per_batch * data_config.images_per_class
     stream = iter(splits.training_dataset(config.seed))
-    return images_per_second(itertools.islice(stream, batches + 2), batch_size, warmup=2), \
-        next(stream)
+    speed = images_per_second(itertools.islice(stream, batches + 2), batch_size, warmup=2)
+    return speed, next(stream), np.unique(splits.train_labels)
 
 
-def train_step_speed(config, batch, steps):
+def train_step_speed(config, batch, classes, steps):
     import tensorflow as tf
 
     from dmml_tf.training.cohort import build_cohort
 
-    model = build_cohort(config, steps, classes=np.unique(batch[1]))  # a proxy loss's classes
+    model = build_cohort(config, steps, classes)  # classes: a proxy loss's, as in a run
     repeated = tf.data.Dataset.from_tensors(batch).repeat()
     model.fit(repeated, epochs=1, steps_per_epoch=2, shuffle=False, verbose=0)  # traces the step
     started = time.perf_counter()
@@ -97,11 +99,11 @@ def main(argv=None):
           f"{config.cohort.members} members ({config.model.backbone}); {os.cpu_count()} CPU cores")
     with tempfile.TemporaryDirectory() as folder:
         write_photos(folder, args.photos, size, classes=max(2, args.photos // 8))
-        pipeline, batch = pipeline_speed(config, folder, args.batches)
+        pipeline, batch, classes = pipeline_speed(config, folder, args.batches)
     flip = "flip, " if config.data.horizontal_flip else ""
     print(f"input pipeline (read, decode {size[0]}x{size[1]} JPEG, crop, {flip}batch): "
           f"{pipeline:8.1f} images/s")
-    step = train_step_speed(config, batch, args.steps)
+    step = train_step_speed(config, batch, classes, args.steps)
     print(f"DM2 train step (views, members, shadows, losses, update):        "
           f"{step:8.1f} images/s")
     print(f"ratio pipeline / train step: {pipeline / step:.1f} (goal >= 3)")

@@ -8,8 +8,8 @@ seed, and the mean paired difference is reported with its 95 % t-interval.
     # 1. Choose a setting on validation classes (held out of the training classes; the
     #    test classes are never touched), each candidate against independent training:
     python benchmarks/reproduce.py validation --seeds 0 1 2 --epochs 3
-    # 2. The test comparison with the chosen setting (its overrides as --set):
-    python benchmarks/reproduce.py test --epochs 3 --set loss.relational_weight=30
+    # 2. The test comparison with the chosen setting (DM2's arms take its overrides):
+    python benchmarks/reproduce.py test --epochs 3 --winner-of docs/results_validation.json
 
 On icon_concepts (docs/results.md, "Protocol"), independent training is tuned first, then
 every DM2 candidate of the `diversity` protocol runs on the schedule it chose:
@@ -112,8 +112,9 @@ def run_arm(arm, overrides, seed, args):
     """One training run, as `main.py` makes it; its metrics.json (read back if it finished
     before)."""
     slug = "".join(c if c.isalnum() or c in "=.-" else "_" for c in arm)
-    split = "test" if args.split in ("test", "losses") else "validation"
-    run_directory = args.work / split / slug / f"seed{seed}"
+    split = "test" if args.split in ("test", "losses") else "validation"  # data.split
+    folder = "test" if args.split == "losses" else args.split  # triplet's runs are test's
+    run_directory = args.work / folder / slug / f"seed{seed}"
     metrics = run_directory / args.dataset / "metrics.json"
     if not metrics.is_file():
         settings = [f"seed={seed}", f"train.epochs={args.epochs}", f"run_directory={run_directory}",
@@ -199,17 +200,20 @@ def validation(args):
                          "gradient_ratio": statistics.mean(r["gradient_ratio"] for r in runs),
                          "training_seconds": statistics.mean(r["seconds"]["training"] for r in runs)}
         save(args, records, summary)  # after each candidate, so a partial sweep is readable
-    winner = max(args.candidates or list(candidates), key=lambda name: summary[name]["score"])
-    print(f"\nchosen by the rule (highest mean of members' and ensemble's Recall@1 gain): {winner}")
+    print(f"\nchosen by the rule (highest mean of members' and ensemble's Recall@1 gain): "
+          f"{chosen(summary)}")
+
+
+def chosen(summary):
+    """The candidate a validation sweep's rule chooses: the highest score."""
+    return max((name for name in summary if "score" in summary[name]),
+               key=lambda name: summary[name]["score"])
 
 
 def winner(validation_json):
-    """The name and overrides of the candidate a validation sweep's rule chose: the highest
-    score."""
-    summary = json.loads(Path(validation_json).read_text())["summary"]
-    name = max((n for n in summary if "score" in summary[n]), key=lambda n: summary[n]["score"])
-    overrides = next(c[name] for c in PROTOCOLS.values() if name in c)
-    return name, overrides
+    """The name and overrides of the candidate a validation sweep's results chose."""
+    name = chosen(json.loads(Path(validation_json).read_text())["summary"])
+    return name, next(c[name] for c in PROTOCOLS.values() if name in c)
 
 
 def level(results):
@@ -276,7 +280,9 @@ def test(args):
     records += compare("dm2 - independent", "equal_wall_time", dm2[:len(few)], equal_time)
     summary = {"independent steps at equal wall time": steps, "dm2 steps": dm2[0]["training_steps"]}
     for name, overrides in ABLATIONS.items():
-        runs = [run_arm(name, [*args.dm2_overrides, *overrides], seed, args) for seed in few]
+        # on top of the winner's overrides (an ablation that one of them sets is that run again)
+        arm = name.replace("dm2", args.dm2_arm, 1)
+        runs = [run_arm(arm, [*args.dm2_overrides, *overrides], seed, args) for seed in few]
         records += compare(f"{name} - dm2", "equal_epochs", runs, dm2[:len(few)])
         records += compare(f"{name} - independent", "equal_epochs", runs, alone[:len(few)])
         save(args, records, summary)
@@ -405,11 +411,14 @@ def main():
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "reproduce")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results")
     args = parser.parse_args()
-    # DM2's runs are named after the winner: another setting's DM2 runs can share --work.
+    if args.winner_of and args.split != "test":
+        parser.error("--winner-of is for `test` only")
+    # DM2's runs are named after a winner that changes the config: another setting's DM2
+    # runs can share --work.
     args.dm2_arm, args.dm2_overrides = "dm2", []
     if args.winner_of:
         name, args.dm2_overrides = winner(args.winner_of)
-        args.dm2_arm = f"dm2 {name}"
+        args.dm2_arm = f"dm2 {name}" if args.dm2_overrides else "dm2"
         print(f"DM2 runs the candidate {args.winner_of} chose: {name} {args.dm2_overrides}")
     args.seeds = args.seeds or ([0, 1, 2, 3, 4] if args.split == "test" else [0, 1, 2])
     started = time.time()
