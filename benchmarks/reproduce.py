@@ -146,6 +146,13 @@ def last_gradient_ratio(history):
     return statistics.mean(ratios) if ratios else float("nan")
 
 
+def before_training(run):
+    """A run's results of its members' initial weights, named as its trained networks'
+    (empty for runs older than that evaluation)."""
+    return {name.removesuffix(" before training"): values for name, values in run.items()
+            if name.endswith(" before training")}
+
+
 def network_metrics(run, network):
     """One run's metrics of `network`; `members` averages the online members."""
     if network != "members":
@@ -240,9 +247,7 @@ def grid(args):
                 "learning_rate": rate, "epochs": epochs, "score": statistics.mean(levels),
                 "levels": levels, "members recall@1": statistics.mean(members),
                 "ensemble recall@1": statistics.mean(ensemble),
-                "before training": statistics.mean(level({
-                    name.removesuffix(" before training"): values for name, values in run.items()
-                    if name.endswith(" before training")}) for run in runs)}
+                "before training": statistics.mean(level(before_training(run)) for run in runs)}
         save(args, records, summary)
     best = max(summary.values(), key=lambda row: (round(row["score"], 6), -row["epochs"],
                                                    -row["learning_rate"]))
@@ -301,27 +306,38 @@ def losses(args):
             for arm, overrides in arms.items():
                 runs[arm].append(run_arm(prefix + arm, overrides, seed, args))
         records += compare(f"{loss}: dm2 - independent", "equal_epochs", runs["dm2"], runs[BASELINE])
-        summary[loss] = {arm: {f"{n} {m}": statistics.mean(network_metrics(r, n)[m] for r in arm_runs)
-                               for n in ("members", "ensemble") for m in METRICS}
-                         | {"training_seconds": statistics.mean(r["seconds"]["training"] for r in arm_runs)}
-                         for arm, arm_runs in runs.items()}
+        summary[loss] = {arm: level_of(arm_runs) for arm, arm_runs in runs.items()}
         save(args, records, summary)
     print(f"\n{losses_table(records, summary)}", flush=True)
 
 
+def level_of(runs):
+    """Mean over `runs` of the members' and ensemble's metrics, after training and (where
+    the runs have it) before, and of the training time."""
+    levels = {f"{n} {m}": statistics.mean(network_metrics(r, n)[m] for r in runs)
+              for n in ("members", "ensemble") for m in METRICS}
+    if all(before_training(r) for r in runs):
+        levels |= {f"{n} recall@1 before training": statistics.mean(
+            network_metrics(before_training(r), n)["recall@1"] for r in runs)
+            for n in ("members", "ensemble")}
+    return levels | {"training_seconds": statistics.mean(r["seconds"]["training"] for r in runs)}
+
+
 def losses_table(records, summary):
-    """Markdown, one row per loss: each arm's Recall@1 (members' mean, ensemble) and DM2's
-    paired gains in Recall@1 and MAP@R, in points."""
+    """Markdown, one row per loss: the members' Recall@1 before training, each arm's Recall@1
+    (members' mean, ensemble) and DM2's paired gains in Recall@1 and MAP@R, in points."""
     def gain(r):
         return f"{100 * r['mean']:+.1f} [{100 * r['low']:+.1f}, {100 * r['high']:+.1f}]"
 
-    lines = ["| loss | members R@1: independent | DM2 | DM2 − independent | ensemble R@1: "
-             "independent | DM2 | DM2 − independent | members MAP@R: DM2 − independent | "
-             "ensemble MAP@R: DM2 − independent |", "|---" * 9 + "|"]
+    lines = ["| loss | members R@1: before training | independent | DM2 | DM2 − independent | "
+             "ensemble R@1: independent | DM2 | DM2 − independent | "
+             "members MAP@R: DM2 − independent | ensemble MAP@R: DM2 − independent |",
+             "|---" * 10 + "|"]
     for loss, arms in summary.items():
         cells = {(r["network"], r["metric"]): r for r in records
                  if r["comparison"] == f"{loss}: dm2 - independent"}
-        row = [loss]
+        before = arms["dm2"].get("members recall@1 before training")
+        row = [loss, "—" if before is None else f"{100 * before:.1f}"]
         for network in ("members", "ensemble"):
             row += [f"{100 * arms[arm][f'{network} recall@1']:.1f}" for arm in (BASELINE, "dm2")]
             row.append(gain(cells[network, "recall@1"]))

@@ -192,8 +192,8 @@ def test_reproduce_losses(tmp_path):
                            *settings([*TINY, "train.max_steps_per_epoch=2"]), cwd=tmp_path)
     line(r"\| proxy_anchor: dm2 - independent \| equal_epochs \| 1 \|"
          r"( [+-]\d+\.\d \[\+nan, \+nan\] \|){6}", stdout)
-    line(r"\| loss \| members R@1: independent \| DM2 \| .*", stdout)
-    line(r"\| proxy_anchor( \| \d+\.\d){2} \| [+-]\d+\.\d \[\+nan, \+nan\]( \| \d+\.\d){2}"
+    line(r"\| loss \| members R@1: before training \| independent \| DM2 \| .*", stdout)
+    line(r"\| proxy_anchor( \| \d+\.\d){3} \| [+-]\d+\.\d \[\+nan, \+nan\]( \| \d+\.\d){2}"
          r"( \| [+-]\d+\.\d \[\+nan, \+nan\]){3} \|", stdout)
     results = json.loads((tmp_path / "out/results_losses.json").read_text())
     assert len(results["records"]) == 6
