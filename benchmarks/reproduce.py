@@ -32,8 +32,9 @@ settings (3 seeds; triplet's runs are `test`'s, read back):
 
     python benchmarks/reproduce.py losses --epochs 3 --work benchmarks/results
 
-Finished runs are read back, so an interrupted sweep resumes where it stopped. Writes `<out>_<split>.json` (one record per comparison,
-network and metric, as fractions) and `<out>_<split>.png` (the paired differences).
+Finished runs are read back, so an interrupted sweep resumes where it stopped. Writes
+`<out>_<split>.json` (one record per comparison, network and metric, as fractions) and
+`<out>_<split>.png` (the paired differences).
 """
 
 import argparse
