@@ -90,9 +90,12 @@ def test_emoji_styles_config_is_its_sweeps_choice():
 
 def test_icon_concepts_config_is_its_protocols_choice():
     # The package defaults on icon_concepts, at the schedule the grid chose for
-    # independent training (step 1); DM2's own setting is emoji_styles' until step 2 ends.
+    # independent training (step 1), with step 2's DM2 winner once every candidate has run.
     chosen = json.loads((DOCS / "results_icon_concepts_grid.json").read_text())["summary"]["chosen"]
-    expected = load_config(None, ["data.dataset=icon_concepts",
-                                  f"train.learning_rate={chosen['learning_rate']}",
-                                  f"train.epochs={chosen['epochs']}"])
-    assert load_config(CONFIGS / "icon_concepts.yaml") == expected
+    overrides = ["data.dataset=icon_concepts", f"train.learning_rate={chosen['learning_rate']}",
+                 f"train.epochs={chosen['epochs']}"]
+    validation = DOCS / "results_icon_concepts_validation.json"
+    module = reproduce()
+    if validation.exists() and set(module.DIVERSITY) <= set(json.loads(validation.read_text())["summary"]):
+        overrides += module.winner(validation)[1]
+    assert load_config(CONFIGS / "icon_concepts.yaml") == load_config(None, overrides)
