@@ -6,7 +6,6 @@ Credits and licences: `EMOJI_ATTRIBUTION.md` beside this file.
 """
 
 import collections
-import io
 import json
 import os
 import re
@@ -17,12 +16,11 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-import cairosvg
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from dmml_tf.data.array_cache import cached_arrays, check_load_arguments, write_arrays
+from dmml_tf.data.iconify_svg import icon_svg, render
 from dmml_tf.data.npm import fetch_package
 from dmml_tf.errors import DataError
 
@@ -144,7 +142,8 @@ def _build(folder, image_size, max_classes):
         if seq in sequences[style]
     ]
     progress = tqdm(jobs, desc=f"rendering emoji_styles at {image_size}px", unit="image")
-    images = [_render(packages[style]["icons"], icon, image_size) for _, style, icon in progress]
+    images = [render(icon_svg(packages[style]["icons"], icon), image_size)
+              for _, style, icon in progress]
     data = EmojiStyles(
         images=np.stack(images),
         labels=np.array([label for label, _, _ in jobs], dtype=np.int64),
@@ -248,29 +247,6 @@ def _sequences_by_style(packages):
         for name, seq in owned[style].items():
             names.setdefault(seq, name)
     return sequences, names
-
-
-def _render(icons, name, image_size):
-    """One Iconify icon (aliases resolved, `hFlip` applied) as RGB uint8 on white."""
-    flip = False
-    while name not in icons["icons"]:
-        alias = icons["aliases"][name]
-        flip ^= alias.get("hFlip", False)
-        name = alias["parent"]
-    icon = icons["icons"][name]
-    left, top = icon.get("left", icons.get("left", 0)), icon.get("top", icons.get("top", 0))
-    width = icon.get("width", icons.get("width", 16))
-    height = icon.get("height", icons.get("height", 16))
-    body = icon["body"]
-    if flip:
-        body = f'<g transform="translate({2 * left + width} 0) scale(-1 1)">{body}</g>'
-    svg = (
-        '<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
-        f'viewBox="{left} {top} {width} {height}" width="{image_size}" height="{image_size}">'
-        f"{body}</svg>"
-    )
-    png = cairosvg.svg2png(bytestring=svg.encode(), background_color="white")
-    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
 
 
 def _loose(name):

@@ -41,6 +41,18 @@ def icon_drawings(icon_set):
     return drawings, skipped
 
 
+def icon_svg(icon_set, name):
+    """The standalone SVG of one name of a set (an icon, or an alias with its flips and
+    turns applied), black on a transparent background.
+
+    Args:
+        icon_set: dict. IconifyJSON: `icons`, optional `aliases` and default box.
+        name: str. An icon or alias of the set.
+    """
+    icon, _, transform = _resolve(icon_set, name)
+    return _svg(icon_set, icon, *transform)
+
+
 def _resolve(icon_set, name):
     """`(icon, hidden, (hflip, vflip, rotate))` of a name, its aliases followed.
 

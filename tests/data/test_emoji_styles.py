@@ -12,6 +12,7 @@ from dmml_tf.data.emoji_styles import (
     load_emoji_styles,
     normalise_sequence,
 )
+from dmml_tf.data.iconify_svg import icon_svg, render
 from dmml_tf.errors import DataError
 
 needs_npm = pytest.mark.skipif(shutil.which("npm") is None, reason="npm is not installed")
@@ -95,8 +96,8 @@ def test_render_mirrors_an_hflip_alias():
         "icons": {"left-half": {"body": '<rect width="8" height="16" fill="#000"/>'}},
         "aliases": {"right-half": {"parent": "left-half", "hFlip": True}},
     }
-    left = emoji_styles._render(icons, "left-half", 16)
-    right = emoji_styles._render(icons, "right-half", 16)
+    left = render(icon_svg(icons, "left-half"), 16)
+    right = render(icon_svg(icons, "right-half"), 16)
     assert left.shape == (16, 16, 3) and left.dtype == np.uint8
     assert left[:, :8].max() == 0 and left[:, 8:].min() == 255  # black on white
     np.testing.assert_array_equal(right, left[:, ::-1])
@@ -157,7 +158,7 @@ def refuse(*args, **kwargs):
 def test_second_load_reuses_the_cache(built, monkeypatch):
     data_dir, data = built
     monkeypatch.setattr(subprocess, "run", refuse)
-    monkeypatch.setattr(emoji_styles, "_render", refuse)
+    monkeypatch.setattr(emoji_styles, "render", refuse)
     again = load_emoji_styles(image_size=32, data_dir=data_dir, max_classes=12)
     np.testing.assert_array_equal(again.images, data.images)
     np.testing.assert_array_equal(again.labels, data.labels)
@@ -175,7 +176,7 @@ def test_corrupt_cache_is_named_and_rebuilt(built, monkeypatch, capsys):
     rebuilt = load_emoji_styles(image_size=32, data_dir=data_dir, max_classes=12)
     assert str(cache) in capsys.readouterr().err
     np.testing.assert_array_equal(rebuilt.images, data.images)
-    monkeypatch.setattr(emoji_styles, "_render", refuse)  # the rebuilt cache is whole again
+    monkeypatch.setattr(emoji_styles, "render", refuse)  # the rebuilt cache is whole again
     reloaded = load_emoji_styles(image_size=32, data_dir=data_dir, max_classes=12)
     assert reloaded.class_names == data.class_names
 
