@@ -43,7 +43,7 @@ def icon_drawings(icon_set):
 
 def icon_svg(icon_set, name):
     """The standalone SVG of one name of a set (an icon, or an alias with its flips and
-    turns applied), black on a transparent background.
+    turns applied), its `currentColor` black.
 
     Args:
         icon_set: dict. IconifyJSON: `icons`, optional `aliases` and default box.
