@@ -1,5 +1,3 @@
-import io
-
 import keras
 import numpy as np
 import pytest
