@@ -95,7 +95,8 @@ def test_icon_concepts_config_is_its_protocols_choice():
     overrides = ["data.dataset=icon_concepts", f"train.learning_rate={chosen['learning_rate']}",
                  f"train.epochs={chosen['epochs']}"]
     validation = DOCS / "results_icon_concepts_validation.json"
+    summary = json.loads(validation.read_text())["summary"] if validation.exists() else {}
     module = reproduce()
-    if validation.exists() and set(module.DIVERSITY) <= set(json.loads(validation.read_text())["summary"]):
-        overrides += module.winner(validation)[1]
+    if set(module.DIVERSITY) <= set(summary):
+        overrides += module.DIVERSITY[module.chosen(summary)]
     assert load_config(CONFIGS / "icon_concepts.yaml") == load_config(None, overrides)
