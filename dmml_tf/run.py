@@ -63,17 +63,25 @@ def build_model(config, splits, strategy):
 def fit_cohort(config, model, splits, run_directory, strategy):
     """`fit`s the cohort, from the checkpoint that a killed run left if there is one: the
     weights, data stream, random streams, steps and epochs go on where it stopped, so the
-    run ends as it would have uninterrupted.
+    run ends as it would have uninterrupted. The checkpoint is kept: `train` deletes it once
+    the run's results are written.
 
     Returns:
-        The `RetrievalEvaluation` callback (its `seconds`: the evaluations during `fit`).
+        `(evaluation, checkpoint)`: the `RetrievalEvaluation` callback (its `seconds`: the
+        evaluations during `fit`) and the `ResumableCheckpoint`, whose `training_seconds()`
+        is the run's training time, before a resume too.
     """
     evaluation = retrieval_evaluation(config, splits, run_directory)
-    checkpoint = ResumableCheckpoint(run_directory / "backup", config.train.checkpoint_every_steps)
+    started = time.time()
+    checkpoint = ResumableCheckpoint(
+        run_directory / "backup", config.train.checkpoint_every_steps,
+        lambda: checkpoint.seconds_before + time.time() - started - evaluation.seconds)
     steps = training_steps_per_epoch(config, splits)
     step = checkpoint.restore(model)
     if step:
-        print(f"      resuming from {checkpoint.directory}: step {step}, epoch {step // steps + 1}")
+        where = (f"epoch {step // steps + 1}" if step < steps * config.train.epochs
+                 else "training had finished")
+        print(f"      resuming from {checkpoint.directory}: step {step}, {where}")
     evaluation.resume(step // steps)
     evaluation.set_model(model)  # for the evaluation below, even when no `fit` is left
     for initial_epoch, epochs, epoch_steps in resume_fits(step, steps, config.train.epochs):
@@ -85,8 +93,7 @@ def fit_cohort(config, model, splits, run_directory, strategy):
     evaluated = [entry["epoch"] for entry in evaluation.history]
     if config.evaluate.keep == "best" and config.train.epochs not in evaluated:
         evaluation.evaluate_epoch(config.train.epochs - 1)  # the last epoch is a candidate too
-    checkpoint.delete()
-    return evaluation
+    return evaluation, checkpoint
 
 
 def training_steps_per_epoch(config, splits):
@@ -356,9 +363,9 @@ def train(config):
         lap("build")
         initial_results(config, model, run_directory, splits, {})
         lap("evaluation")
-        evaluation = fit_cohort(config, model, splits, run_directory, strategy)
+        evaluation, checkpoint = fit_cohort(config, model, splits, run_directory, strategy)
         training_steps = optimizer_step(model)
-        lap("training", time.time() - clock - evaluation.seconds)
+        lap("training", checkpoint.training_seconds())
         lap("evaluation", evaluation.seconds)  # during fit; the final one adds to it
         kept_epoch = keep_weights(config, model, run_directory, evaluation)
         table, embeddings = evaluate(config, model, splits, run_directory, evaluation)
@@ -372,6 +379,7 @@ def train(config):
         metrics = {**json.loads(metrics_path.read_text()), "kept_epoch": kept_epoch,
                    "training_steps": training_steps, "seconds": seconds}
         metrics_path.write_text(json.dumps(metrics, indent=2))
+        checkpoint.delete()  # only now: a run killed before this resumes after its training
 
         print(f"\nRecall@K on {len(splits.test_labels)} test images of unseen classes "
               f"({time.time() - started:.0f} s in all):\n{table}")

@@ -6,8 +6,10 @@ the random generators (the views' and dropout's `SeedGenerator`s) that `save_wei
 leaves out. A run started again with the same command restores it and goes on at its
 step: the data stream from that batch on (`dmml_tf.data.sampler.batch_indices`), and the
 interrupted epoch finished by a `fit` of its remaining steps (`resume_fits`). It ends as
-the run would have ended uninterrupted (tests/training/test_checkpoints.py). A finished run
-deletes the checkpoint.
+the run would have ended uninterrupted (tests/training/test_checkpoints.py). It also keeps
+the run's training seconds so far, so a resumed run reports the time of all its training,
+and it is saved when training ends: the run deletes it only once its results are written,
+so a run killed while evaluating or exporting resumes without training again.
 Put `NonFiniteLossGuard` before it in the callback list so a NaN step is never saved.
 """
 
@@ -24,6 +26,7 @@ from dmml_tf.config import TrainConfig
 from dmml_tf.errors import TrainingError, WeightsError
 
 RANDOM_STATES = "random_states"  # the checkpoint's group of SeedGenerator states
+TRAINING_SECONDS = "training_seconds"  # the checkpoint's attribute of the run's training time
 
 
 def optimizer_step(model):
@@ -108,6 +111,9 @@ class ResumableCheckpoint(keras.callbacks.Callback):
     Args:
         directory: str or Path. Where the checkpoint lives; used by nothing else.
         save_every_steps: int. Steps between checkpoints. Defaults to `50`.
+        training_seconds: callable or None. Returns the run's training seconds so far; saved
+            with each checkpoint, and read back by `restore` into `seconds_before`.
+            Defaults to `None` (not kept).
 
     Example (what `dmml_tf.run.fit_cohort` does):
 
@@ -121,15 +127,21 @@ class ResumableCheckpoint(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, directory, save_every_steps=TrainConfig.checkpoint_every_steps):
+    def __init__(self, directory, save_every_steps=TrainConfig.checkpoint_every_steps,
+                 training_seconds=None):
         super().__init__()
         self.directory = Path(directory)
         self.path = self.directory / "latest.weights.h5"
         self.save_every_steps = save_every_steps
+        self.training_seconds = training_seconds
+        self.seconds_before = 0.0  # training seconds of the run before `restore`
 
     def on_train_batch_end(self, batch, logs=None):
         if optimizer_step(self.model) % self.save_every_steps == 0:
             self.save()
+
+    def on_train_end(self, logs=None):
+        self.save()  # `fit` ended without an error: the weights training ended with
 
     def save(self):
         """Writes the checkpoint of the model as it is now."""
@@ -140,6 +152,8 @@ class ResumableCheckpoint(keras.callbacks.Callback):
                 group = file.create_group(RANDOM_STATES)
                 for index, state in enumerate(random_states(self.model)):
                     group[str(index)] = keras.ops.convert_to_numpy(state)
+                if self.training_seconds is not None:
+                    file.attrs[TRAINING_SECONDS] = self.training_seconds()
 
     def restore(self, model):
         """Loads the checkpoint into `model` (built and compiled), if there is one.
@@ -165,6 +179,7 @@ class ResumableCheckpoint(keras.callbacks.Callback):
                     raise ValueError(f"{len(group)} random generators saved, {len(states)} "
                                      "in the model")
                 saved = [group[str(index)][()] for index in range(len(states))]
+                self.seconds_before = float(file.attrs.get(TRAINING_SECONDS, 0.0))
         except (OSError, KeyError, ValueError) as error:
             raise WeightsError(f"The checkpoint {self.path} does not fit this run: {error}. "
                                f"Delete {self.directory} to train from the start.") from None
@@ -173,7 +188,7 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         return optimizer_step(model)
 
     def delete(self):
-        """Removes the checkpoint, once the run it belongs to has finished training."""
+        """Removes the checkpoint, once the run it belongs to has written its results."""
         shutil.rmtree(self.directory, ignore_errors=True)
 
 

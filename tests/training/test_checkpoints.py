@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import h5py
 import keras
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from dmml_tf import run
 from dmml_tf.cli import parse_args, resolve_config
 from dmml_tf.errors import TrainingError
 from dmml_tf.models.backbones import tiny_cnn
@@ -109,11 +111,22 @@ def uninterrupted(tmp_path_factory):
     return directory / "runs/emoji_styles"
 
 
+def checkpoint_seconds(path):
+    """The run's training seconds stored in a `.weights.h5` checkpoint."""
+    with h5py.File(path) as weights:
+        return float(weights.attrs["training_seconds"])
+
+
 @pytest.fixture(scope="module")
 def resumed(tmp_path_factory):
-    """The tiny run killed (SIGKILL) after step KILL_AT, then started again in this
-    process: its run directory, the step of the checkpoint it was killed after, and what
-    the second start printed. Neither exports (export does not touch training)."""
+    """The tiny run killed (SIGKILL) after step KILL_AT; started again in this process and
+    stopped by an error in its final evaluation, after training; then started a third time.
+
+    Returns:
+        Its run directory, `{start: (checkpoint step, its training seconds)}` of the
+        checkpoint each of the first two starts left, and what the second and the third
+        start printed (a pair). No start exports (export does not touch training).
+    """
     directory = tmp_path_factory.mktemp("resumed")
     args = tiny_run_args(directory, "--set", "export.enabled=false")
     killed = subprocess.run([sys.executable, "-c", KILLED_RUN, str(KILL_AT), *args], cwd=directory,
@@ -121,8 +134,16 @@ def resumed(tmp_path_factory):
                             capture_output=True, text=True, timeout=900)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     run_directory = directory / "runs/emoji_styles"
-    saved_step = checkpoint_step(run_directory / "backup/latest.weights.h5")
-    return run_directory, saved_step, train_here(args)
+    checkpoint = run_directory / "backup/latest.weights.h5"
+    left = {"first": (checkpoint_step(checkpoint), checkpoint_seconds(checkpoint))}
+    second = io.StringIO()
+    with mock.patch.object(run, "evaluate", side_effect=RuntimeError("stopped while evaluating")), \
+            pytest.raises(RuntimeError, match="stopped while evaluating"), \
+            contextlib.redirect_stdout(second):
+        train(resolve_config(parse_args(args)))
+    keras.backend.clear_session()
+    left["second"] = (checkpoint_step(checkpoint), checkpoint_seconds(checkpoint))
+    return run_directory, left, (second.getvalue(), train_here(args))
 
 
 def h5_arrays(path):
@@ -144,10 +165,18 @@ def learning_rates(run_directory):
 @pytest.mark.slow
 def test_a_run_killed_mid_epoch_resumes_to_the_weights_of_the_uninterrupted_run(uninterrupted,
                                                                                   resumed):
-    run_directory, saved_step, printed = resumed
-    assert saved_step == 6  # the last checkpoint before the kill, in the middle of epoch 2
-    assert f"resuming from {run_directory / 'backup'}: step 6, epoch 2" in printed
+    run_directory, left, (second_printed, printed) = resumed
+    (first_step, first_seconds), (second_step, second_seconds) = left["first"], left["second"]
+    assert first_step == 6  # the last checkpoint before the kill, in the middle of epoch 2
+    assert f"resuming from {run_directory / 'backup'}: step 6, epoch 2" in second_printed
+    # Stopped after training, the run kept the checkpoint training ended with: the third
+    # start trained no step again, and reported the time of all of the run's training.
+    assert second_step == STEPS * EPOCHS
+    assert f"resuming from {run_directory / 'backup'}: step 12, training had finished" in printed
     assert not (run_directory / "backup").exists()  # a finished run deletes its checkpoint
+    assert 0 < first_seconds < second_seconds
+    metrics = json.loads((run_directory / "metrics.json").read_text())
+    assert second_seconds <= metrics["seconds"]["training"] < second_seconds + 5
     expected, got = (h5_arrays(directory / "dm2.weights.h5")
                      for directory in (uninterrupted, run_directory))
     # Members, shadows and both optimizers' slots and step counts.
