@@ -32,7 +32,9 @@ settings (3 seeds; triplet's runs are `test`'s, read back):
 
     python benchmarks/reproduce.py losses --epochs 3 --work benchmarks/results
 
-Finished runs are read back, so an interrupted sweep resumes where it stopped. Writes
+Finished runs are read back, so an interrupted sweep resumes where it stopped; a run
+that `--work` holds with other settings than the sweep's stops it with the settings named
+(another sweep's runs need their own `--work`). Writes
 `<out>_<split>.json` (one record per comparison, network and metric, as fractions) and
 `<out>_<split>.png` (the paired differences).
 """
@@ -55,6 +57,7 @@ import dmml_tf  # noqa: E402,F401  first: it quiets TensorFlow's GPU probe witho
 import keras  # noqa: E402
 
 from dmml_tf.cli import parse_args, resolve_config  # noqa: E402
+from dmml_tf.config import config_to_dict, load_config  # noqa: E402
 from dmml_tf.run import train  # noqa: E402
 
 BASELINE = "independent"
@@ -106,6 +109,9 @@ ABLATIONS = {
 # losses: the metric losses compared, each at its paper's settings (loss.metric_options unset).
 LOSSES = ("contrastive", "multi_similarity", "proxy_anchor", "arcface", "triplet")
 NETWORKS = ("members", "ensemble", "shadow_ensemble")
+# Settings a finished run may differ in and still be read back: they change where it is
+# (runs may be moved) or how fast it evaluates, not what it learns or measures.
+NOT_COMPARED = ("run_directory", "evaluate.batch_size")
 METRICS = ("recall@1", "map@r")
 
 
@@ -114,28 +120,51 @@ def run_arm(arm, overrides, seed, args):
     before)."""
     slug = "".join(c if c.isalnum() or c in "=.-" else "_" for c in arm)
     split = "test" if args.split in ("test", "losses") else "validation"  # data.split
-    folder = "test" if args.split == "losses" else args.split  # triplet's runs are test's
-    run_directory = args.work / folder / slug / f"seed{seed}"
-    metrics = run_directory / args.dataset / "metrics.json"
-    if not metrics.is_file():
-        settings = [f"seed={seed}", f"train.epochs={args.epochs}", f"run_directory={run_directory}",
-                    "export.enabled=false", "evaluate.every_epochs=0", f"data.split={split}",
-                    *args.overrides, *overrides]
-        command = ["--dataset", args.dataset, *(i for s in settings for i in ("--set", s))]
-        config = ROOT / "configs" / f"{args.dataset}.yaml"  # this checkout's, whatever the cwd
-        command += ["--config", str(config)] if config.is_file() else []
+    sweep = "test" if args.split == "losses" else args.split  # triplet's runs are test's
+    run_directory = args.work / sweep / slug / f"seed{seed}"
+    settings = [f"seed={seed}", f"train.epochs={args.epochs}", f"run_directory={run_directory}",
+                "export.enabled=false", "evaluate.every_epochs=0", f"data.split={split}",
+                *args.overrides, *overrides]
+    command = ["--dataset", args.dataset, *(i for s in settings for i in ("--set", s))]
+    config_file = ROOT / "configs" / f"{args.dataset}.yaml"  # this checkout's, whatever the cwd
+    command += ["--config", str(config_file)] if config_file.is_file() else []
+    config = resolve_config(parse_args(command))
+    folder = config.run_folder()
+    metrics = folder / "metrics.json"
+    if metrics.is_file():
+        changed = changed_settings(load_config(folder / "config.yaml"), config)
+        if changed:
+            sys.exit(f"{folder} holds a finished run of other settings than this "
+                     f"sweep's {arm}, seed {seed} ({'; '.join(changed)}): give this sweep "
+                     f"its own --work")
+    else:
         print(f"-- {arm}, seed {seed}", flush=True)
         started = time.time()
-        train(resolve_config(parse_args(command)))
+        train(config)
         keras.backend.clear_session()  # the next run builds its cohort in a fresh graph
         print(f"   {time.time() - started:.0f} s", flush=True)
     run = json.loads(metrics.read_text())
-    run["gradient_ratio"] = last_gradient_ratio(run_directory / args.dataset / "history.csv")
-    evaluations = run_directory / args.dataset / "evaluation_history.json"
+    run["gradient_ratio"] = last_gradient_ratio(folder / "history.csv")
+    evaluations = folder / "evaluation_history.json"
     if evaluations.is_file():
         run["evaluations"] = {entry["epoch"]: entry["results"]
                               for entry in json.loads(evaluations.read_text())}
     return run
+
+
+def changed_settings(saved, asked):
+    """`key: saved -> asked` for each setting of a finished run that this sweep would set
+    otherwise, but for those of NOT_COMPARED."""
+    def flat(values, prefix=""):
+        for key, value in values.items():
+            if isinstance(value, dict):
+                yield from flat(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+
+    saved, asked = dict(flat(config_to_dict(saved))), dict(flat(config_to_dict(asked)))
+    return [f"{key}: {value!r} -> {asked[key]!r}" for key, value in saved.items()
+            if key not in NOT_COMPARED and value != asked[key]]
 
 
 def last_gradient_ratio(history):

@@ -167,6 +167,30 @@ def test_reproduce_validation(validation_sweep):
 
 
 @pytest.mark.slow
+def test_reproduce_reads_back_only_runs_of_its_own_settings(validation_sweep):
+    cwd, _ = validation_sweep
+    sweep = ["reproduce.py", "validation", "--seeds", 0, "--candidates", CANDIDATE,
+             "--work", "work", "--out", "out/again"]
+    tiny = settings([*TINY, "train.max_steps_per_epoch=2"])
+    metrics = cwd / "work/validation/independent/seed0/emoji_styles/metrics.json"
+    before = metrics.read_text()
+    # Another evaluation batch size changes nothing the runs measured: read back, no training.
+    stdout = run_benchmark(*sweep, "--epochs", 1, *tiny, "--set", "evaluate.batch_size=8", cwd=cwd)
+    assert "-- independent, seed 0" not in stdout
+    line(r"1 seeds, 1 epochs, split=validation, \d+ s", stdout)
+    # Another schedule in the same --work: a clear error before any training.
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / sweep[0]),
+                             *map(str, sweep[1:]), "--epochs", "2", *tiny],
+                            cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert ("work/validation/independent/seed0/emoji_styles holds a finished run of other "
+            "settings than this sweep's independent, seed 0 (train.epochs: 1 -> 2): give this "
+            "sweep its own --work") in result.stderr
+    assert "-- independent, seed 0" not in result.stdout
+    assert metrics.read_text() == before
+
+
+@pytest.mark.slow
 def test_member_agreement(validation_sweep):
     cwd, _ = validation_sweep
     runs = [Path("work/validation") / arm / "seed0/emoji_styles"
