@@ -109,10 +109,10 @@ ABLATIONS = {
 # losses: the metric losses compared, each at its paper's settings (loss.metric_options unset).
 LOSSES = ("contrastive", "multi_similarity", "proxy_anchor", "arcface", "triplet")
 NETWORKS = ("members", "ensemble", "shadow_ensemble")
+METRICS = ("recall@1", "map@r")
 # Settings a finished run may differ in and still be read back: they change where it is
 # (runs may be moved) or how fast it evaluates, not what it learns or measures.
 NOT_COMPARED = ("run_directory", "evaluate.batch_size")
-METRICS = ("recall@1", "map@r")
 
 
 def run_arm(arm, overrides, seed, args):
