@@ -57,8 +57,8 @@ import dmml_tf  # noqa: E402,F401  first: it quiets TensorFlow's GPU probe witho
 import keras  # noqa: E402
 
 from dmml_tf.cli import parse_args, resolve_config  # noqa: E402
-from dmml_tf.config import config_to_dict, load_config  # noqa: E402
-from dmml_tf.run import train  # noqa: E402
+from dmml_tf.config import config_to_dict  # noqa: E402
+from dmml_tf.run import load_run, train  # noqa: E402
 
 BASELINE = "independent"
 INDEPENDENT = ["cohort.mutual=false"]
@@ -132,7 +132,7 @@ def run_arm(arm, overrides, seed, args):
     folder = config.run_folder()
     metrics = folder / "metrics.json"
     if metrics.is_file():
-        changed = changed_settings(load_config(folder / "config.yaml"), config)
+        changed = changed_settings(load_run(folder), config)
         if changed:
             sys.exit(f"{folder} holds a finished run of other settings than this "
                      f"sweep's {arm}, seed {seed} ({'; '.join(changed)}): give this sweep "
